@@ -1,0 +1,37 @@
+# jaxvoc: every target does its own set-up on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+CKPT    ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench clean
+
+venv: $(STAMP)
+
+# The official references are pinned to the versions verified in the reference recipe; they go in with
+# --no-deps because their own pins (numpy<2, librosa<0.10, tensorflow) cannot be met next to JAX.
+$(STAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "torch==2.13.0"
+	$(VPY) -m pip install -q -e ".[conversion,dev]"
+	$(VPY) -m pip install -q --no-deps bigvgan==2.4.1 waveglow==22.12.28 tacotron2==22.12.28 nemo_toolkit==3.0.0
+	$(VPY) -m pip install -q scipy huggingface_hub "hydra-core>1.3,<=1.3.2" "omegaconf<=2.3" \
+	    "lightning>2.2.1,<=2.4.0" wrapt einops onnx nv_one_logger_core nv_one_logger_training_telemetry \
+	    nv_one_logger_pytorch_lightning_integration text-unidecode lhotse transformers sentencepiece pandas \
+	    kaldialign braceexpand webdataset smart-open tensorboard datasets wandb
+	touch $(STAMP)
+
+test: venv
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(VPY) experiments/demo.py $(if $(CKPT),--ckpt $(CKPT),)
+
+bench: venv
+	$(VPY) experiments/bench.py bigvgan
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

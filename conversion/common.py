@@ -1,0 +1,201 @@
+"""The conversion framework shared by every model: safe torch loading, state-dict key normalisation, the
+mechanical torch-name -> Flax-path rename, layout transposes, and the check against the parameter tree the
+JAX model expects (missing / unexpected / wrongly shaped tensors listed by name).
+
+torch is imported lazily: ``jaxvoc`` itself never imports it; only this package (conversion) does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from jaxvoc.errors import UserError
+
+
+def load_torch_file(path: str) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with one-line errors. A file that needs the
+    full unpickler (a pickled model object) is refused here; see conversion.safe_pickle for those."""
+    import pickle
+
+    import torch
+
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder; give the .pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            raise UserError(f"{path} holds pickled objects that a weights-only load refuses ({_global_name(e)}); "
+                            "it is not a plain state dict") from None
+        raise UserError(f"{path} is not a readable torch file ({first})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is truncated or not a torch file ({first[:160]}); download it again") from None
+
+
+def _global_name(e: Exception) -> str:
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    return f"global {m.group(1)}" if m else "non-tensor objects"
+
+
+def to_numpy_state_dict(sd: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:
+    """Tensors to float32/int numpy arrays; anything that is not a tensor is an error naming its key."""
+    import torch
+
+    out = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            raise UserError(f"{source}: entry {k!r} is a {type(v).__name__}, not a tensor; give a state dict")
+        a = v.detach().cpu()
+        if a.is_floating_point():
+            a = a.float()
+        out[k] = a.numpy()
+    return out
+
+
+_PARAMETRIZATION = re.compile(r"\.parametrizations\.weight\.original([01])$")
+
+
+def normalize_keys(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Both weight-norm styles to ``weight_g`` / ``weight_v``, and DataParallel's ``module.`` prefix dropped."""
+    out = {}
+    strip = all(k.startswith("module.") for k in sd) and len(sd) > 0
+    for k, v in sd.items():
+        if strip:
+            k = k[len("module."):]
+        k = _PARAMETRIZATION.sub(lambda m: ".weight_g" if m.group(1) == "0" else ".weight_v", k)
+        out[k] = v
+    return out
+
+
+def torch_key_to_path(key: str) -> tuple[str, ...]:
+    """'resblocks.3.convs1.0.weight_v' -> ('resblocks_3', 'convs1_0', 'weight_v'); a numeric index joins the
+    name before it. The leaf 'weight' becomes Flax's 'kernel'; with no name before an index the index stays."""
+    parts: list[str] = []
+    for tok in key.split("."):
+        if tok.isdigit() and parts:
+            parts[-1] = f"{parts[-1]}_{tok}"
+        else:
+            parts.append(tok)
+    if parts[-1] == "weight":
+        parts[-1] = "kernel"
+    return tuple(parts)
+
+
+def to_jax_layout(value: np.ndarray, transposed_conv: bool = False) -> np.ndarray:
+    """torch layouts -> jaxvoc layouts: Linear [out, in] -> [in, out]; Conv1d [out, in, K] -> [K, in, out];
+    ConvTranspose1d [in, out, K] -> [K, in, out]; Conv2d [out, in, kh, kw] -> [kh, kw, in, out]. The same
+    permutation maps weight_g (size 1 on the normed axes) to the gain shape the JAX layers use."""
+    if value.ndim == 2:
+        return value.T
+    if value.ndim == 3:
+        return value.transpose(2, 0, 1) if transposed_conv else value.transpose(2, 1, 0)
+    if value.ndim == 4:
+        return value.transpose(2, 3, 1, 0)
+    return value
+
+
+def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = v
+    return tree
+
+
+def expected_shapes(init_fn: Callable[[], Any]) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Shapes of the parameter tree a model's ``init`` would create, without computing anything."""
+    tree = jax.eval_shape(init_fn)
+    return {k: tuple(v.shape) for k, v in flatten(tree).items()}
+
+
+def state_dict_to_params(sd: Mapping[str, np.ndarray], expected: Mapping[tuple[str, ...], tuple[int, ...]],
+                         source: str, *, transposed: Callable[[tuple[str, ...]], bool] = lambda p: False,
+                         rename: Callable[[str], str] = lambda k: k) -> dict:
+    """Maps a normalised numpy state dict onto the expected Flax tree. A weight-normed layer may also come
+    folded (a plain ``weight``), which the JAX layers accept as ``kernel``. Fails listing every missing,
+    unexpected and wrongly shaped tensor by its torch name."""
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    unexpected, wrong = [], []
+    exp = dict(expected)
+    # folded alternatives: 'kernel' wherever the model expects a weight_v
+    for path, shape in list(exp.items()):
+        if path[-1] == "weight_v":
+            exp.setdefault(path[:-1] + ("kernel",), shape)
+    for key, value in sd.items():
+        path = torch_key_to_path(rename(key))
+        if path not in exp:
+            unexpected.append(key)
+            continue
+        arr = to_jax_layout(np.asarray(value), transposed(path))
+        if tuple(arr.shape) != exp[path]:
+            wrong.append(f"{key} {tuple(value.shape)} (expected {_torch_shape(exp[path], value.ndim, transposed(path))})")
+            continue
+        flat[path] = arr
+        origin[path] = key
+    missing = []
+    for path in expected:
+        if path in flat:
+            continue
+        if path[-1] in ("weight_v", "weight_g") and path[:-1] + ("kernel",) in flat:
+            continue
+        missing.append(".".join(path))
+    # a layer given both folded and unfolded weights keeps the unfolded pair
+    for path in list(flat):
+        if path[-1] == "kernel" and path[:-1] + ("weight_v",) in flat:
+            unexpected.append(origin[path])
+            del flat[path]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {_few(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shape {len(wrong)}: {_few(wrong)}")
+    if problems:
+        raise UserError(f"{source} does not fit the model config: " + "; ".join(problems) +
+                        " — check that the config belongs to these weights")
+    return unflatten(flat)
+
+
+def _torch_shape(jax_shape: tuple[int, ...], ndim: int, transposed_conv: bool) -> tuple[int, ...]:
+    """Inverse of to_jax_layout's permutation, for messages in torch's terms."""
+    dummy = np.empty(jax_shape, dtype=np.uint8)
+    if len(jax_shape) == 2:
+        return tuple(dummy.T.shape)
+    if len(jax_shape) == 3:
+        return tuple(dummy.transpose(1, 2, 0).shape if transposed_conv else dummy.transpose(2, 1, 0).shape)
+    if len(jax_shape) == 4:
+        return tuple(dummy.transpose(3, 2, 0, 1).shape)
+    return jax_shape
+
+
+def _few(items: Iterable[str], n: int = 8) -> str:
+    items = list(items)
+    s = ", ".join(items[:n])
+    return s + (f", … (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def count_params(tree: Any) -> int:
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))

@@ -1,0 +1,143 @@
+"""Shared pieces of `jaxvoc compare`, the benchmarks and the demo: error metrics, timing, device set-up,
+the table, the JSON report and the spectrogram PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from jaxvoc.errors import UserError
+
+
+def snr_db(test: np.ndarray, ref: np.ndarray) -> float:
+    """10 log10(sum ref^2 / sum (test - ref)^2), in float64; inf when identical."""
+    test = np.asarray(test, np.float64).reshape(-1)
+    ref = np.asarray(ref, np.float64).reshape(-1)
+    if test.shape != ref.shape:
+        raise ValueError(f"shapes differ: {test.shape} vs {ref.shape}")
+    err = np.sum((test - ref) ** 2)
+    return float("inf") if err == 0 else float(10 * np.log10(np.sum(ref ** 2) / err))
+
+
+def max_abs(test: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(test, np.float64) - np.asarray(ref, np.float64))))
+
+
+def logmel_l1(a: np.ndarray, b: np.ndarray, mel_config) -> float:
+    """Mean absolute difference of the log-mels of two waveforms (the model's own front-end)."""
+    from jaxvoc.audio import mel_spectrogram
+
+    ma = np.asarray(mel_spectrogram(np.asarray(a, np.float32).reshape(1, -1), mel_config))
+    mb = np.asarray(mel_spectrogram(np.asarray(b, np.float32).reshape(1, -1), mel_config))
+    return float(np.mean(np.abs(ma - mb)))
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: Callable[[Any], Any] = lambda x: x
+              ) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (``sync`` blocks on results)."""
+    for _ in range(warmup):
+        sync(fn())
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def jax_sync(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def torch_sync(device: str):
+    def sync(x):
+        import torch
+
+        if device == "gpu":
+            torch.cuda.synchronize()
+        return x
+
+    return sync
+
+
+def setup_device(device: str) -> tuple[Any, Any]:
+    """(torch device, jax device) for 'cpu' or 'gpu'; a clear error when no GPU is visible."""
+    import jax
+    import torch
+
+    if device == "cpu":
+        return torch.device("cpu"), jax.devices("cpu")[0]
+    if not torch.cuda.is_available():
+        raise UserError("--device gpu: torch sees no CUDA GPU; run on a GPU machine or use --device cpu")
+    try:
+        jdev = jax.devices("gpu")[0]
+    except RuntimeError:
+        raise UserError("--device gpu: jax sees no GPU (install jax[cuda]); or use --device cpu") from None
+    return torch.device("cuda"), jdev
+
+
+def set_precision(mode: str) -> None:
+    """'highest': full float32 matmuls/convs on both sides (no TF32); 'default': each framework's default."""
+    import jax
+    import torch
+
+    highest = mode == "highest"
+    torch.backends.cuda.matmul.allow_tf32 = not highest and torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = not highest
+    jax.config.update("jax_default_matmul_precision", "highest" if highest else None)
+
+
+def print_table(rows: list[tuple[str, str]], title: str) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(title)
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}")
+
+
+def write_json(path: str, report: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    os.replace(tmp, path)
+
+
+def spectrogram_png(path: str, ref: np.ndarray, test: np.ndarray, mel_config, title: str) -> None:
+    """Log-mel of the official output, of the JAX output, and their difference, one above the other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxvoc.audio import mel_spectrogram
+
+    mr = np.asarray(mel_spectrogram(np.asarray(ref, np.float32).reshape(1, -1), mel_config))[0].T
+    mt = np.asarray(mel_spectrogram(np.asarray(test, np.float32).reshape(1, -1), mel_config))[0].T
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7.5), constrained_layout=True)
+    for ax, m, name in ((axes[0], mr, "official PyTorch"), (axes[1], mt, "jaxvoc (JAX)")):
+        im = ax.imshow(m, origin="lower", aspect="auto", interpolation="none")
+        ax.set_title(f"{name}: log-mel")
+        fig.colorbar(im, ax=ax)
+    d = mt - mr
+    lim = max(float(np.max(np.abs(d))), 1e-12)
+    im = axes[2].imshow(d, origin="lower", aspect="auto", interpolation="none", cmap="coolwarm", vmin=-lim, vmax=lim)
+    axes[2].set_title(f"difference (JAX - PyTorch), max |d| = {lim:.2e}")
+    axes[2].set_xlabel("frame")
+    fig.colorbar(im, ax=axes[2])
+    fig.suptitle(title)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,161 @@
+"""STFT and log-mel front-ends in JAX (jit-able, batched, differentiable), plus audio file input/output.
+
+Spectrogram layout is channels-last: ``[batch, frames, bins]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tempfile
+import warnings
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvoc.errors import UserError
+
+Array = jax.Array
+
+
+@functools.lru_cache(maxsize=64)
+def mel_filterbank(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    """librosa's Slaney-normalised mel filters [num_mels, n_fft//2+1], float32 (fmax None -> sr/2)."""
+    import librosa
+
+    return librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def hann_window(win_size: int, n_fft: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window's default), zero-padded to n_fft centred, as torch.stft does."""
+    n = np.arange(win_size)
+    w = (0.5 - 0.5 * np.cos(2 * np.pi * n / win_size)).astype(np.float32)
+    left = (n_fft - win_size) // 2
+    return np.pad(w, (left, n_fft - win_size - left))
+
+
+def frame(x: Array, frame_length: int, hop: int) -> Array:
+    """[B, N] -> [B, frames, frame_length] (no padding; frames = 1 + (N - frame_length) // hop)."""
+    B, N = x.shape
+    n_frames = 1 + (N - frame_length) // hop
+    if n_frames < 1:
+        raise UserError(f"audio of {N} samples is shorter than one analysis frame ({frame_length}); give longer audio")
+    if frame_length % hop == 0:
+        # frames as overlapping blocks of `hop` samples: cheap slices instead of a gather
+        n_blocks = n_frames + frame_length // hop - 1
+        blocks = x[:, : n_blocks * hop].reshape(B, n_blocks, hop)
+        parts = [blocks[:, j:j + n_frames] for j in range(frame_length // hop)]
+        return jnp.stack(parts, axis=2).reshape(B, n_frames, frame_length)
+    idx = hop * np.arange(n_frames)[:, None] + np.arange(frame_length)[None]
+    return x[:, idx]
+
+
+def stft(x: Array, n_fft: int, hop: int, win_size: int) -> Array:
+    """torch.stft(center=False, onesided, Hann window) of already padded audio: complex [B, frames, n_fft//2+1]."""
+    frames = frame(x, n_fft, hop) * jnp.asarray(hann_window(win_size, n_fft), x.dtype)
+    return jnp.fft.rfft(frames, axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MelConfig:
+    """A log-mel front-end. ``padding``: 'bigvgan' reflects (n_fft-hop)/2 samples on each side and frames
+    without centring (BigVGAN's meldataset); 'center' reflects n_fft/2 (torch.stft(center=True), Tacotron2)."""
+
+    sampling_rate: int
+    n_fft: int
+    num_mels: int
+    hop_size: int
+    win_size: int
+    fmin: float = 0.0
+    fmax: float | None = None
+    padding: Literal["bigvgan", "center"] = "bigvgan"
+    magnitude_eps: float = 1e-9  # added to re^2 + im^2 before the square root
+    clip_val: float = 1e-5  # log(clamp(mel, clip_val))
+
+    def frames(self, num_samples: int) -> int:
+        pad = self._pad()
+        return 1 + (num_samples + 2 * pad - self.n_fft) // self.hop_size
+
+    def _pad(self) -> int:
+        return (self.n_fft - self.hop_size) // 2 if self.padding == "bigvgan" else self.n_fft // 2
+
+
+def reflect_pad(audio, cfg: MelConfig, xp=jnp):
+    """The front-end's reflect padding of [B, N] (or [N]) audio; ``xp=np`` does it on the host."""
+    audio = xp.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[None]
+    pad = cfg._pad()
+    if audio.shape[-1] <= pad:
+        raise UserError(f"audio of {audio.shape[-1]} samples is too short for reflect padding of {pad}; give longer audio")
+    return xp.pad(audio, ((0, 0), (pad, pad)), mode="reflect")
+
+
+def magnitude_spectrogram(audio: Array, cfg: MelConfig, padded: bool = False) -> Array:
+    """|STFT| of [B, N] audio -> [B, frames, n_fft//2+1]; ``padded=True`` when reflect_pad was applied."""
+    y = jnp.asarray(audio) if padded else reflect_pad(audio, cfg)
+    spec = stft(y, cfg.n_fft, cfg.hop_size, cfg.win_size)
+    return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + cfg.magnitude_eps)
+
+
+def mel_spectrogram(audio: Array, cfg: MelConfig, padded: bool = False) -> Array:
+    """log(clamp(mel_filters @ |STFT|, clip_val)) of [B, N] (or [N]) audio -> [B, frames, num_mels].
+    ``padded=True``: the audio already went through :func:`reflect_pad` (frames past the end of the padded
+    signal that a caller adds for shape bucketing can then be cropped without changing the others)."""
+    mag = magnitude_spectrogram(audio, cfg, padded)
+    basis = jnp.asarray(mel_filterbank(cfg.sampling_rate, cfg.n_fft, cfg.num_mels, cfg.fmin, cfg.fmax))
+    mel = jnp.einsum("btf,mf->btm", mag, basis, precision=jax.lax.Precision.HIGHEST)
+    return jnp.log(jnp.maximum(mel, cfg.clip_val))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files
+
+
+def load_audio(path: str, sampling_rate: int) -> np.ndarray:
+    """Reads an audio file as float32 mono at ``sampling_rate`` (down-mixing and resampling with a warning).
+    Raises UserError for a missing, unreadable or empty file."""
+    import soundfile as sf
+
+    if not os.path.exists(path):
+        raise UserError(f"input not found: {path}")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise UserError(f"cannot read {path} as audio ({str(e).splitlines()[0]}); give a wav/flac/ogg file") from None
+    if data.shape[0] == 0:
+        raise UserError(f"{path} holds no samples; give a non-empty audio file")
+    if data.shape[1] > 1:
+        warnings.warn(f"{path}: {data.shape[1]} channels, down-mixed to mono")
+    y = data.mean(axis=1)
+    if sr != sampling_rate:
+        import librosa
+
+        warnings.warn(f"{path}: resampled from {sr} Hz to {sampling_rate} Hz")
+        y = librosa.resample(y, orig_sr=sr, target_sr=sampling_rate).astype(np.float32)
+    if not np.all(np.isfinite(y)):
+        raise UserError(f"{path} contains NaN or Inf samples")
+    return y
+
+
+def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
+    """Writes mono audio atomically (temporary file in the same folder, then rename)."""
+    import soundfile as sf
+
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".wav", dir=folder, prefix=".tmp-")
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
+                 subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

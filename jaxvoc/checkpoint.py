@@ -1,0 +1,105 @@
+"""jaxvoc checkpoints: a folder with ``jaxvoc.json`` (model kind + the official config) and ``params/``
+(an Orbax checkpoint of the parameter pytree, weight norm unfolded, as in the official file).
+
+Writing is atomic: everything goes to a temporary sibling folder that is renamed into place at the end, so a
+failed conversion leaves no OUT_DIR behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from jaxvoc.errors import UserError
+
+META = "jaxvoc.json"
+FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temporary folder that replaces ``out_dir`` when the block succeeds, and vanishes otherwise."""
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not overwrite:
+        raise UserError(f"{out_dir} exists; remove it or pass --overwrite")
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _to_numpy(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
+
+
+def save_params(path: str, tree: Any) -> None:
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.abspath(path), _to_numpy(tree))
+    ckptr.wait_until_finished()
+
+
+def restore_params(path: str) -> Any:
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(os.path.abspath(path))
+    tree = getattr(meta, "item_metadata", meta)
+    target = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), tree,
+                                    is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    return ckptr.restore(os.path.abspath(path), target)
+
+
+def save(out_dir: str, kind: str, config: dict, params: Any, extra: dict | None = None,
+         overwrite: bool = False) -> None:
+    """Writes a jaxvoc checkpoint folder atomically. ``extra`` holds further pytrees (e.g. discriminators)
+    saved beside ``params`` under their own names."""
+    with atomic_dir(out_dir, overwrite) as tmp:
+        save_params(os.path.join(tmp, "params"), params)
+        for name, tree in (extra or {}).items():
+            save_params(os.path.join(tmp, name), tree)
+        meta = {"format": FORMAT_VERSION, "kind": kind, "config": config, "trees": ["params", *(extra or {})]}
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=2)
+
+
+def read_meta(ckpt_dir: str) -> dict:
+    path = os.path.join(ckpt_dir, META)
+    if not os.path.isdir(ckpt_dir):
+        raise UserError(f"checkpoint not found: {ckpt_dir}; convert a model first (jaxvoc convert ...)")
+    if not os.path.exists(path):
+        raise UserError(f"{ckpt_dir} is not a jaxvoc checkpoint (no {META}); convert it with jaxvoc convert")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is corrupt ({e}); convert the model again") from None
+    if meta.get("format") != FORMAT_VERSION or "kind" not in meta:
+        raise UserError(f"{path} has an unknown format; convert the model again with this jaxvoc")
+    return meta
+
+
+def load_tree(ckpt_dir: str, name: str = "params") -> Any:
+    path = os.path.join(ckpt_dir, name)
+    if not os.path.isdir(path):
+        raise UserError(f"{ckpt_dir} has no '{name}' tree; convert the model again")
+    try:
+        return restore_params(path)
+    except Exception as e:  # orbax raises assorted errors for damaged folders
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "convert the model again") from None

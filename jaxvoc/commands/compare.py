@@ -1,0 +1,51 @@
+"""jaxvoc compare KIND SRC: the official PyTorch model and the converted JAX model on the same input.
+
+Prints max abs error, SNR (dB), log-mel L1 between the two outputs and both timings; writes a JSON report and
+a PNG (both spectrograms and their difference). Needs the conversion extra (torch + the official package)."""
+
+from __future__ import annotations
+
+import os
+
+from jaxvoc.commands.convert import CONVERTERS, converter
+
+
+def add_arguments(p):
+    p.add_argument("kind", help=f"model kind: {', '.join(CONVERTERS)}")
+    p.add_argument("src", help="the official checkpoint (as for jaxvoc convert)")
+    p.add_argument("--input", help="audio file to take the mel from (default: the bundled speech sample)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="run both sides here")
+    p.add_argument("--precision", default="both", choices=["highest", "default", "both"],
+                   help="GPU matmul/conv precision: full float32, each framework's default (TF32), or both")
+    p.add_argument("--config", help="config file, for formats that do not carry one")
+    p.add_argument("--report", help="JSON report path (default: compare_<kind>.json)")
+    p.add_argument("--png", help="spectrogram PNG path (default: the report path with .png)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported)")
+    p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+
+
+def run(args) -> int:
+    from conversion import report as rp
+
+    mod = converter(args.kind)
+    report_path = args.report or f"compare_{args.kind}.json"
+    png_path = args.png or os.path.splitext(report_path)[0] + ".png"
+    precisions = ["highest", "default"] if (args.device == "gpu" and args.precision == "both") else (
+        [args.precision if args.device == "gpu" else "highest"])
+    results = []
+    for prec in precisions:
+        if args.device == "gpu":
+            rp.set_precision(prec)
+        res = mod.compare(args)
+        res["precision"] = prec if args.device == "gpu" else "float32 (CPU)"
+        rows = [("precision", res["precision"])] + res["rows"]
+        rp.print_table(rows, f"{args.kind}: official PyTorch vs jaxvoc ({args.device})")
+        results.append(res)
+    last = results[-1]
+    rp.spectrogram_png(png_path, last["reference"], last["jax"], last["mel_config"], last["title"])
+    rp.write_json(report_path, {"kind": args.kind, "src": os.path.abspath(args.src), "device": args.device,
+                                "runs": [{k: v for k, v in r.items() if k not in ("reference", "jax", "mel_config",
+                                                                                   "rows")} for r in results]})
+    print(f"report: {report_path}\nplot:   {png_path}")
+    return 0

@@ -1,0 +1,130 @@
+"""jaxvoc synth CKPT INPUT... -o OUT_DIR: waveforms from audio files or .npy mels with a converted vocoder.
+
+Inputs of different lengths are padded into a few length buckets (and batches to a fixed size), so that many
+files compile only a few programs. Mels are padded with the log-mel of silence; the output is cut back to
+each input's own length. Every input is read and checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from jaxvoc.errors import UserError
+
+BUCKET_QUANTUM = 32  # frames
+
+
+def add_arguments(p):
+    p.add_argument("ckpt", help="a jaxvoc checkpoint folder (from jaxvoc convert)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files (any rate / channel count) or .npy mels [n_mels, T] or [1, n_mels, T]")
+    p.add_argument("-o", "--out-dir", required=True, help="folder for <input stem>.wav")
+    p.add_argument("--subtype", default="PCM_16", choices=["PCM_16", "FLOAT"], help="wav sample format")
+    p.add_argument("--batch-size", type=int, default=4, help="files synthesized together (default 4)")
+    p.add_argument("--no-bucket", action="store_true",
+                   help="no length buckets: every distinct length compiles once, output equals an unpadded run")
+    p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale (default 0.6)")
+    p.add_argument("--denoise", type=float, default=0.0, help="WaveGlow: denoiser strength (default 0, off)")
+    p.add_argument("--seed", type=int, default=0, help="WaveGlow: noise seed (default 0)")
+
+
+def bucket_length(n: int, quantum: int = BUCKET_QUANTUM) -> int:
+    """Smallest length >= n on a ladder of ratio sqrt(2), in multiples of ``quantum`` (<= ~41% padding)."""
+    if n <= quantum:
+        return quantum
+    k = math.ceil(2 * math.log2(n / quantum) - 1e-9)
+    return int(math.ceil(quantum * 2 ** (k / 2) / quantum) * quantum)
+
+
+def read_mel(path: str, num_mels: int) -> np.ndarray:
+    """A .npy mel [n_mels, T] or [1, n_mels, T] -> float32 [T, n_mels], checked."""
+    if not os.path.exists(path):
+        raise UserError(f"input not found: {path}")
+    try:
+        m = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"cannot read {path} as a .npy array ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(m, np.ndarray) or not np.issubdtype(m.dtype, np.number):
+        raise UserError(f"{path} is not a numeric array; give a mel [n_mels, T]")
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2:
+        raise UserError(f"{path} has shape {m.shape}; a mel must be [n_mels, T] or [1, n_mels, T]")
+    if m.shape[0] != num_mels:
+        raise UserError(f"{path} has {m.shape[0]} mel bands, the model takes {num_mels}; "
+                        f"give a mel of shape [{num_mels}, T]")
+    if m.shape[1] < 1:
+        raise UserError(f"{path} has no frames")
+    if not np.all(np.isfinite(m)):
+        raise UserError(f"{path} contains NaN or Inf; give a finite log-mel")
+    return np.ascontiguousarray(m.T.astype(np.float32))
+
+
+def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
+    """Every input as a mel [T, n_mels]; audio goes through the model's own front-end, bucketed by length."""
+    from jaxvoc.audio import load_audio, reflect_pad
+
+    cfg = model.mel_config
+    mels = []
+    for path in paths:
+        if path.lower().endswith(".npy"):
+            mels.append(read_mel(path, model.num_mels))
+            continue
+        y = load_audio(path, model.sampling_rate)
+        frames = cfg.frames(len(y))
+        if frames < 1:
+            raise UserError(f"{path} is too short ({len(y)} samples) for one mel frame")
+        yp = reflect_pad(y.astype(np.float32), cfg, xp=np)
+        if bucket:  # extra frames past the padded signal are computed and dropped; the others do not change
+            target = (bucket_length(frames) - 1) * cfg.hop_size + cfg.n_fft
+            yp = np.pad(yp, ((0, 0), (0, max(0, target - yp.shape[1]))))
+        mels.append(np.asarray(model.mel(yp, padded=True))[0, :frames])
+    return mels
+
+
+def run(args) -> int:
+    import jaxvoc
+    from tqdm import tqdm
+
+    from jaxvoc.audio import write_audio
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in args.inputs]
+    dup = {s for s in stems if stems.count(s) > 1}
+    if dup:
+        raise UserError(f"several inputs share the stem {sorted(dup)[0]!r}; their outputs would collide")
+    model = jaxvoc.load(args.ckpt)
+    if not hasattr(model, "vocode"):
+        raise UserError(f"{args.ckpt} is a {model.kind} checkpoint, not a vocoder; use jaxvoc encode/decode")
+    bucket = not args.no_bucket
+    mels = mels_from_inputs(model, args.inputs, bucket)
+    opts = {k: getattr(args, k) for k in model.synth_options}
+
+    # group by padded length, then batch (batches padded to a fixed size: one program per bucket)
+    order = sorted(range(len(mels)), key=lambda i: len(mels[i]))
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(bucket_length(len(mels[i])) if bucket else len(mels[i]), []).append(i)
+    batches = [(L, idx[j:j + args.batch_size]) for L, idx in groups.items()
+               for j in range(0, len(idx), args.batch_size)]
+    os.makedirs(args.out_dir, exist_ok=True)
+    before = model.compilations
+    results: dict[int, np.ndarray] = {}
+    for L, idx in tqdm(batches, desc="synth", unit="batch", file=sys.stderr, disable=None):
+        B = args.batch_size if bucket else len(idx)
+        batch = np.full((B, L, model.num_mels), model.silence_level, np.float32)
+        for r, i in enumerate(idx):
+            batch[r, :len(mels[i])] = mels[i]
+        audio = np.asarray(model.vocode(batch, **opts))
+        for r, i in enumerate(idx):
+            results[i] = audio[r, :len(mels[i]) * model.hop_size]
+    for i, stem in enumerate(stems):
+        write_audio(os.path.join(args.out_dir, stem + ".wav"), results[i], model.sampling_rate, args.subtype)
+    print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations - before} compilation(s) of the "
+          f"{model.kind} generator for {len(groups)} length bucket(s)")
+    return 0

@@ -1,0 +1,319 @@
+"""Building blocks shared by every model: convolutions with optional weight norm, Snake activations and the
+anti-aliased (kaiser-sinc) resampling of BigVGAN.
+
+Layout: every tensor is channels-last, ``[batch, time, channels]`` (XLA's fast layout on CPU and GPU).
+Kernels are ``[kernel_size, in_channels / groups, out_channels]`` (``WIO``), also for transposed convolutions.
+
+Weight norm (Salimans & Kingma, as ``torch.nn.utils.weight_norm``): a layer created with ``weight_norm=True``
+owns ``weight_v`` (the direction, kernel-shaped) and ``weight_g`` (the gain, shaped like the kernel with size 1
+on every axis the norm runs over), and computes ``kernel = v * (g / ||v||)``. The same layer also accepts a
+parameter tree in which :func:`fold_weight_norm` replaced the pair with the folded ``kernel``: training keeps
+the parametrisation, inference runs on folded weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Padding = int | tuple[int, int]
+
+
+def _pair(padding: Padding) -> tuple[int, int]:
+    return (padding, padding) if isinstance(padding, int) else tuple(padding)
+
+
+def pad_time(x: Array, left: int, right: int, mode: str = "zeros") -> Array:
+    """Pads axis 1 of ``[B, T, C]``; modes as torch's F.pad: zeros, reflect, replicate."""
+    if left == 0 and right == 0:
+        return x
+    jmode = {"zeros": "constant", "constant": "constant", "reflect": "reflect", "replicate": "edge"}[mode]
+    return jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode=jmode)
+
+
+def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, padding: Padding = 0,
+           groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
+    """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout]."""
+    left, right = _pair(padding)
+    if padding_mode != "zeros":
+        x, left, right = pad_time(x, left, right, padding_mode), 0, 0
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=(stride,), padding=[(left, right)], rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups, precision=precision)
+
+
+def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, output_padding: int = 0,
+                     precision=None) -> Array:
+    """torch.nn.functional.conv_transpose1d (groups=1) in channels-last layout; kernel [K, Cin, Cout].
+
+    Computed as one dense convolution with ``stride * Cout`` output channels (one group per output phase,
+    "sub-pixel" form) and an interleave, instead of a convolution over a zero-stuffed input: ``stride`` times
+    fewer multiply-adds, and no ``lhs_dilation``, which is slow on XLA's CPU backend.
+    """
+    K, cin, cout = kernel.shape
+    B, L, _ = x.shape
+    u = stride
+    M = -(-K // u)  # taps per phase
+    kernel = jnp.pad(kernel, ((0, M * u - K), (0, 0), (0, 0)))
+    # phase r, tap m holds kernel[m*u + r]; the convolution below is a cross-correlation, so taps are flipped.
+    w = kernel.reshape(M, u, cin, cout)[::-1].transpose(0, 2, 1, 3).reshape(M, cin, u * cout)
+    y = conv1d(x, w, padding=(M - 1, M - 1), precision=precision)  # [B, L+M-1, u*cout]
+    y = y.reshape(B, (L + M - 1) * u, cout)
+    out_len = (L - 1) * u - 2 * padding + K + output_padding
+    if padding + out_len > y.shape[1]:
+        y = pad_time(y, 0, padding + out_len - y.shape[1])
+    return y[:, padding:padding + out_len]
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+    """torch's default conv/linear init (kaiming_uniform, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    fan_in = int(np.prod(shape[:-1]))
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _norm_except(v: Array, keep_axis: int) -> Array:
+    axes = tuple(a for a in range(v.ndim) if a != keep_axis % v.ndim)
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+
+
+def weight_norm_kernel(g: Array, v: Array) -> Array:
+    """kernel = v * (g / ||v||), the norm over every axis on which g has size 1 (torch's order of operations)."""
+    axes = tuple(a for a in range(v.ndim) if g.shape[a] == 1)
+    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+    return v * (g / norm)
+
+
+def fold_weight_norm(params: Any) -> Any:
+    """Replaces every ``{weight_g, weight_v}`` pair of a parameter tree with the folded ``kernel``."""
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    for k, v in params.items():
+        if k in ("weight_g", "weight_v"):
+            continue
+        out[k] = fold_weight_norm(v)
+    if "weight_g" in params and "weight_v" in params:
+        out["kernel"] = weight_norm_kernel(jnp.asarray(params["weight_g"]), jnp.asarray(params["weight_v"]))
+    return out
+
+
+class _WeightNormed(nn.Module):
+    """Common parameter handling of the weight-normed layers: returns the effective kernel."""
+
+    def _kernel(self, shape: tuple[int, ...], gain_axis: int, weight_norm: bool, init: Callable) -> Array:
+        if self.has_variable("params", "kernel") or not weight_norm:
+            return self.param("kernel", init, shape)
+        v = self.param("weight_v", init, shape)
+        g_shape = tuple(s if a == gain_axis % len(shape) else 1 for a, s in enumerate(shape))
+        g = self.param("weight_g", lambda _, vv: _norm_except(vv, gain_axis), v)
+        assert g.shape == g_shape, (g.shape, g_shape)
+        return weight_norm_kernel(g, v)
+
+
+class Conv1d(_WeightNormed):
+    """torch.nn.Conv1d (optionally weight-normed over the output channel), channels-last."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    padding: Padding = 0
+    groups: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    padding_mode: str = "zeros"
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        shape = (self.kernel_size, cin // self.groups, self.features)
+        kernel = self._kernel(shape, -1, self.weight_norm, self.kernel_init)
+        y = conv1d(x, kernel, stride=self.stride, dilation=self.dilation, padding=self.padding,
+                   groups=self.groups, padding_mode=self.padding_mode, precision=self.precision)
+        if self.use_bias:
+            fan_in = shape[0] * shape[1]
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+class ConvTranspose1d(_WeightNormed):
+    """torch.nn.ConvTranspose1d (groups=1); weight norm over the input channel, as torch's dim=0 on its
+    [Cin, Cout, K] weight. Kernel stored [K, Cin, Cout]."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        shape = (self.kernel_size, cin, self.features)
+        kernel = self._kernel(shape, 1, self.weight_norm, self.kernel_init)
+        y = conv_transpose1d(x, kernel, stride=self.stride, padding=self.padding,
+                             output_padding=self.output_padding, precision=self.precision)
+        if self.use_bias:
+            # torch's fan_in for a transposed conv weight [Cin, Cout, K] is Cout*K
+            b = self.param("bias", _uniform(1.0 / math.sqrt(self.features * self.kernel_size)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+def _uniform(bound: float) -> Callable:
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class Snake(nn.Module):
+    """Snake ``x + 1/a sin^2(a x)`` and SnakeBeta ``x + 1/b sin^2(a x)`` (``beta=True``), per channel; with
+    ``logscale`` the parameters are stored as logarithms (initialised to 0), else linearly (initialised to 1)."""
+
+    beta: bool = False
+    logscale: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        init = nn.initializers.zeros if self.logscale else nn.initializers.ones
+        alpha = self.param("alpha", init, (c,))
+        scale = self.param("beta", init, (c,)) if self.beta else alpha
+        if self.logscale:
+            alpha, scale = jnp.exp(alpha), jnp.exp(scale)
+        return snake(x, alpha, scale)
+
+
+def snake(x: Array, alpha: Array, magnitude: Array) -> Array:
+    inv = 1.0 / (magnitude + 1e-9)  # the official no_div_by_zero
+    return x + inv.astype(x.dtype) * jnp.square(jnp.sin(x * alpha.astype(x.dtype)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Anti-aliased resampling (kaiser-windowed sinc, as StyleGAN3 / BigVGAN's alias_free_activation)
+
+
+def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> np.ndarray:
+    """The low-pass filter taps of BigVGAN's ``kaiser_sinc_filter1d`` (float64 here, float32 by the caller)."""
+    even = kernel_size % 2 == 0
+    half = kernel_size // 2
+    delta_f = 4 * half_width
+    a = 2.285 * (half - 1) * math.pi * delta_f + 7.95
+    if a > 50.0:
+        beta = 0.1102 * (a - 8.7)
+    elif a >= 21.0:
+        beta = 0.5842 * (a - 21) ** 0.4 + 0.07886 * (a - 21.0)
+    else:
+        beta = 0.0
+    window = np.kaiser(kernel_size, beta)  # symmetric window, as torch.kaiser_window(periodic=False)
+    t = (np.arange(-half, half) + 0.5) if even else (np.arange(kernel_size) - half)
+    if cutoff == 0:
+        return np.zeros(kernel_size)
+    taps = 2 * cutoff * window * np.sinc(2 * cutoff * t)
+    return taps / taps.sum()
+
+
+def _shift(x: Array, start: int, length: int) -> Array:
+    return jax.lax.slice_in_dim(x, start, start + length, axis=1)
+
+
+def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12) -> list[Array]:
+    """BigVGAN's UpSample1d (replicate pad, depthwise transposed conv with the kaiser-sinc filter, times
+    ``ratio``, crop) as ``ratio`` polyphase outputs: ``phases[j][:, s] == upsampled[:, s*ratio + j]``.
+
+    Each phase is a short FIR over shifted slices of the input: elementwise work that XLA fuses, instead of
+    a depthwise transposed convolution (pathologically slow on XLA's CPU backend)."""
+    r, k = ratio, kernel_size
+    taps = (r * kaiser_sinc_filter(0.5 / r, 0.6 / r, k).astype(np.float32)).astype(np.float32)
+    m_taps = -(-k // r)
+    taps = np.pad(taps, (0, m_taps * r - k))
+    pad = k // r - 1
+    pad_left = pad * r + (k - r) // 2
+    L = x.shape[1]
+    xp = pad_time(x, pad, pad, "replicate")
+    phases = []
+    for j in range(r):
+        a = j + pad_left
+        q, base = a % r, a // r
+        acc = None
+        for m in range(m_taps):
+            w = float(taps[m * r + q])
+            if w == 0.0:
+                continue
+            term = _shift(xp, base - m, L) * w
+            acc = term if acc is None else acc + term
+        phases.append(acc)
+    return phases
+
+
+def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int = 12) -> Array:
+    """BigVGAN's DownSample1d (replicate pad, kaiser-sinc low-pass, stride ``ratio``) applied to a signal given
+    as its ``ratio`` polyphase components (as :func:`upsample_phases` returns), without interleaving them."""
+    r, k = ratio, kernel_size
+    taps = kaiser_sinc_filter(0.5 / r, 0.6 / r, k).astype(np.float32)
+    even = k % 2 == 0
+    pad_left, pad_right = k // 2 - int(even), k // 2
+    L = phases[0].shape[1]
+    # Replicate padding of the interleaved signal: every phase extends left with its first sample y[0]
+    # (phase 0) and right with its last sample y[rL-1] (phase r-1).
+    ext_l = -(-pad_left // r)
+    ext_r = -(-pad_right // r) + 1
+    first = phases[0][:, :1]
+    last = phases[-1][:, -1:]
+    ext = [jnp.concatenate([jnp.repeat(first, ext_l, axis=1), p, jnp.repeat(last, ext_r, axis=1)], axis=1)
+           for p in phases]
+    acc = None
+    for i in range(k):
+        b = i - pad_left  # z[s] += taps[i] * y[s*r + b]
+        term = _shift(ext[b % r], ext_l + b // r, L) * float(taps[i])
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def upsample(x: Array, ratio: int = 2, kernel_size: int = 12) -> Array:
+    """UpSample1d: [B, T, C] -> [B, ratio*T, C]."""
+    ph = upsample_phases(x, ratio, kernel_size)
+    B, L, C = x.shape
+    return jnp.stack(ph, axis=2).reshape(B, L * ratio, C)
+
+
+def downsample(x: Array, ratio: int = 2, kernel_size: int = 12) -> Array:
+    """DownSample1d: [B, ratio*T, C] -> [B, T, C] (T*ratio input length)."""
+    B, N, C = x.shape
+    if N % ratio:
+        raise ValueError(f"downsample needs a length divisible by {ratio}, got {N}")
+    ph = x.reshape(B, N // ratio, ratio, C)
+    return downsample_phases([ph[:, :, j] for j in range(ratio)], ratio, kernel_size)
+
+
+class Activation1d(nn.Module):
+    """BigVGAN's anti-aliased activation: 2x up-sample, Snake/SnakeBeta, 2x down-sample. The activation is
+    applied to each polyphase component of the up-sampled signal; nothing of length 2T is interleaved."""
+
+    beta: bool = True
+    logscale: bool = True
+    up_ratio: int = 2
+    down_ratio: int = 2
+    up_kernel_size: int = 12
+    down_kernel_size: int = 12
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        if self.up_ratio != self.down_ratio:
+            raise NotImplementedError("Activation1d with different up and down ratios")
+        act = Snake(beta=self.beta, logscale=self.logscale, name="act")
+        phases = upsample_phases(x, self.up_ratio, self.up_kernel_size)
+        phases = [act(p) for p in phases]
+        return downsample_phases(phases, self.down_ratio, self.down_kernel_size)
