@@ -1,0 +1,53 @@
+"""Shared test helpers. Tests compare against the official PyTorch code (installed by `make venv`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fixture_path(name: str) -> str:
+    return os.path.join(FIXTURES, name)
+
+
+def speech(sr: int) -> np.ndarray:
+    """The committed espeak-ng sentence at 22050, 24000 or 44100 Hz, float32 mono."""
+    import soundfile as sf
+
+    y, file_sr = sf.read(fixture_path(f"speech_{sr}.wav"), dtype="float32")
+    assert file_sr == sr
+    return y
+
+
+def run_cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `python -m jaxvoc.cli ARGS` in a subprocess (the tree under test first on the path)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "jaxvoc.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=900)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit code 2, exactly one line on stderr starting 'jaxvoc: error:', no traceback; returns the line."""
+    err_lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("jaxvoc: warning:")]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(err_lines) == 1, proc.stderr
+    line = err_lines[0]
+    assert line.startswith("jaxvoc: error:"), line
+    for n in needles:
+        assert n.lower() in line.lower(), (n, line)
+    return line
+
+
+@pytest.fixture(autouse=True)
+def _quiet_torch_threads():
+    """Both frameworks share the 2 cores of CI; torch keeps its default thread count."""
+    yield
