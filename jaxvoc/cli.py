@@ -20,6 +20,7 @@ COMMANDS = {
     "convert": ("jaxvoc.commands.convert", "convert an official PyTorch checkpoint to a jaxvoc (Orbax) checkpoint"),
     "synth": ("jaxvoc.commands.synth", "synthesize waveforms from audio files or .npy mels with a vocoder"),
     "compare": ("jaxvoc.commands.compare", "run the official PyTorch model and the JAX port side by side"),
+    "train": ("jaxvoc.commands.train", "train or fine-tune a vocoder from a config (GAN or flow objective)"),
 }
 
 

@@ -1,0 +1,42 @@
+"""jaxvoc train CONFIG [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow) from a config file.
+
+CONFIG is an official config.json with a "train" section (see experiments/configs/ and docs/training.md).
+The run folder (train.checkpoint_path) receives checkpoints/, logs/ (TensorBoard), metrics.jsonl,
+validation.jsonl and, at the end, export/ (a jaxvoc checkpoint for `jaxvoc synth`).
+"""
+
+from __future__ import annotations
+
+from jaxvoc.errors import UserError
+
+
+def add_arguments(p):
+    p.add_argument("config", help="training config (JSON): official model config + \"train\" section")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the run folder")
+    p.add_argument("--init", metavar="CKPT", help="start from a jaxvoc checkpoint (from jaxvoc convert): generator "
+                                                  "or flow weights, and discriminators when it holds them")
+    p.add_argument("--steps", type=int, help="stop after this many steps in all (default: train.training_steps)")
+    p.add_argument("--run-dir", help="run folder (default: train.checkpoint_path, else runs/<config name>)")
+    p.add_argument("--coordinator", help="multi-process: coordinator address host:port (jax.distributed)")
+    p.add_argument("--num-processes", type=int, help="multi-process: number of processes")
+    p.add_argument("--process-id", type=int, help="multi-process: this process's index")
+
+
+def run(args) -> int:
+    import os
+
+    from jaxvoc.train import config as config_lib
+    from jaxvoc.train import sharding
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError("--steps must be at least 1")
+    if args.init and not os.path.isdir(args.init):
+        raise UserError(f"--init checkpoint not found: {args.init}; convert a model first (jaxvoc convert ...)")
+    cfg = config_lib.load(args.config)
+    if args.run_dir:
+        cfg.run_dir = os.path.abspath(args.run_dir)
+    sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from jaxvoc.train.loop import train
+
+    train(cfg, resume=args.resume, init=args.init, max_steps=args.steps)
+    return 0

@@ -1,0 +1,155 @@
+"""Training config files: the official config with a ``"train"`` section for what the official scripts take
+on their command line (names kept: ``input_wavs_dir``, ``input_training_file``, ``checkpoint_path``,
+``checkpoint_interval``, ``freeze_step``, ...) and for jaxvoc's own settings.
+
+* BigVGAN: the official flat ``config.json`` (``learning_rate``, ``adam_b1``, ``lr_decay``, ``batch_size``,
+  ``segment_size``, ``clip_grad_norm``, ...) + ``"train": {...}``.
+* WaveGlow: the official nested ``config.json`` (``train_config``, ``data_config``, ``waveglow_config``);
+  ``train_config.output_directory`` is the run folder, ``iters_per_checkpoint`` the checkpoint interval,
+  ``data_config.training_files`` the file list, ``fp16_run`` turns on bfloat16 compute (float32 master
+  weights; bfloat16 needs no loss scaling). Extra settings go in ``"train": {...}`` as for BigVGAN.
+
+The model kind is ``"model"`` when present, else recognised from the keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from jaxvoc.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """The ``"train"`` section. Names from the official train.py arguments where one exists."""
+
+    # data (official names)
+    input_wavs_dir: str | None = None  # BigVGAN: folder the filelist paths are relative to; alone: scan it
+    input_training_file: str | None = None  # BigVGAN `path|text` list (or WaveGlow's data_config.training_files)
+    input_validation_file: str | None = None
+    num_validation_files: int = 4  # directory mode / no validation list: files held out for validation
+    # run (official names)
+    checkpoint_path: str | None = None  # run folder (checkpoints/, logs/, export/)
+    training_steps: int = 1_000_000  # jaxvoc: the official scripts run `training_epochs` epochs instead
+    stdout_interval: int = 5
+    summary_interval: int = 100
+    checkpoint_interval: int = 50_000
+    validation_interval: int = 50_000
+    freeze_step: int = 0
+    # jaxvoc
+    keep_checkpoints: int = 3
+    async_checkpointing: bool = True
+    fsdp: int = 1  # devices per parameter shard group (1: replicated parameters)
+    fsdp_min_size: int = 2 ** 16  # leaves with fewer elements stay replicated
+    data_threads: int = 2
+    validation_max_files: int = 8
+    validation_max_seconds: float | None = None
+    validation_sigma: float = 0.6  # WaveGlow: noise scale for validation synthesis
+    num_audio_samples: int = 2  # validation clips logged as audio and mel images
+    compute_dtype: str = "float32"  # "bfloat16": bf16 compute with float32 master weights (WaveGlow)
+    objective: str | None = None  # "module:factory" to replace the model's default objective
+    export_at_end: bool = True  # write <checkpoint_path>/export as a jaxvoc checkpoint when done
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    path: str
+    kind: str
+    raw: dict  # the whole file
+    model: dict  # the model's official config (BigVGAN: the flat dict; WaveGlow: waveglow_config etc.)
+    train: TrainSettings
+    batch_size: int
+    segment_size: int
+    sampling_rate: int
+    seed: int
+    run_dir: str
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+
+def _settings(section: Any, path: str, overrides: dict) -> TrainSettings:
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: \"train\" must be an object of settings")
+    known = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise UserError(f"{path}: unknown train setting(s) {unknown}; known: {', '.join(sorted(known))}")
+    merged = {**overrides, **section}
+    s = TrainSettings(**merged)
+    for name in ("training_steps", "stdout_interval", "summary_interval", "checkpoint_interval",
+                 "validation_interval", "keep_checkpoints", "fsdp", "data_threads"):
+        v = getattr(s, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise UserError(f"{path}: train.{name} must be a positive integer, got {v!r}")
+    if s.compute_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"{path}: train.compute_dtype must be \"float32\" or \"bfloat16\", got {s.compute_dtype!r}")
+    return s
+
+
+def _positive_int(d: dict, key: str, path: str) -> int:
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise UserError(f"{path}: {key} must be a positive integer, got {v!r}")
+    return v
+
+
+def load(path: str) -> TrainConfig:
+    if not os.path.exists(path):
+        raise UserError(f"config not found: {path}; give a training config (see experiments/configs/)")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); fix the config file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold a JSON object")
+    kind = raw.get("model")
+    if kind is None:
+        kind = "waveglow" if "waveglow_config" in raw else "bigvgan" if "upsample_rates" in raw else None
+    if kind not in ("bigvgan", "waveglow"):
+        raise UserError(f"{path}: cannot tell the model; set \"model\" to \"bigvgan\" or \"waveglow\"")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if kind == "bigvgan":
+        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
+        for key in ("batch_size", "segment_size", "sampling_rate", "learning_rate", "adam_b1", "adam_b2"):
+            if key not in model:
+                raise UserError(f"{path} lacks the BigVGAN training key {key!r}; start from an official config")
+        train = _settings(raw.get("train"), path, {})
+        batch_size = _positive_int(model, "batch_size", path)
+        segment_size = _positive_int(model, "segment_size", path)
+        sampling_rate = _positive_int(model, "sampling_rate", path)
+        seed = int(model.get("seed", 1234))
+    else:
+        for sec in ("train_config", "data_config", "waveglow_config"):
+            if not isinstance(raw.get(sec), dict):
+                raise UserError(f"{path} lacks the WaveGlow section {sec!r}; start from the official config.json")
+        tc, dc = raw["train_config"], raw["data_config"]
+        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
+        over = {}
+        if dc.get("training_files"):
+            over["input_training_file"] = dc["training_files"]
+        if tc.get("output_directory"):
+            over["checkpoint_path"] = tc["output_directory"]
+        if tc.get("iters_per_checkpoint"):
+            over["checkpoint_interval"] = int(tc["iters_per_checkpoint"])
+        if tc.get("fp16_run"):
+            over["compute_dtype"] = "bfloat16"
+        train = _settings(raw.get("train"), path, over)
+        for key in ("learning_rate", "sigma", "batch_size"):
+            if key not in tc:
+                raise UserError(f"{path}: train_config lacks {key!r}")
+        batch_size = _positive_int(tc, "batch_size", path)
+        segment_size = _positive_int(dc, "segment_length", path)
+        sampling_rate = _positive_int(dc, "sampling_rate", path)
+        seed = int(tc.get("seed", 1234))
+    run_dir = os.path.abspath(train.checkpoint_path or os.path.join("runs", stem))
+    return TrainConfig(path=os.path.abspath(path), kind=kind, raw=raw, model=model, train=train,
+                       batch_size=batch_size, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed,
+                       run_dir=run_dir)

@@ -1,0 +1,287 @@
+"""The training loop: data -> sharded jit step -> logging, validation, checkpoints; resume and ``--init``.
+
+* Progress bar (tqdm) with the main losses and steps/s; when stderr is not a terminal, a line every
+  ``stdout_interval`` steps instead.
+* TensorBoard (``<run>/logs``, tensorboardX): every ``summary_interval`` steps the scalars ``training/*``
+  (every loss term, gradient norms, learning rate, steps/s); every ``validation_interval`` steps
+  ``validation/mel_spec_error`` (mean L1 between the log-mels, with the loss settings, of the held-out clips
+  and of the model's synthesis from their mels), mel images and audio of the first clips. The same numbers go
+  to ``<run>/metrics.jsonl`` and ``<run>/validation.jsonl``.
+* Checkpoints every ``checkpoint_interval`` steps and at the end (``checkpointing.py``).
+* A NaN/Inf in any loss or gradient norm stops the run with one message; no checkpoint is written after
+  the last finite step (losses are checked one step behind the device, and always before a save).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvoc.errors import UserError
+from jaxvoc.train import checkpointing, data, sharding
+from jaxvoc.train.config import TrainConfig
+
+
+class Diverged(UserError):
+    """A loss became NaN or Inf."""
+
+
+def _paths(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    t = cfg.train
+    if t.input_training_file:
+        if cfg.kind == "bigvgan" and t.input_wavs_dir:
+            train = data.read_bigvgan_filelist(t.input_training_file, t.input_wavs_dir)
+            val = (data.read_bigvgan_filelist(t.input_validation_file, t.input_wavs_dir)
+                   if t.input_validation_file else [])
+        else:
+            train = data.read_plain_filelist(t.input_training_file)
+            val = data.read_plain_filelist(t.input_validation_file) if t.input_validation_file else []
+        if not val and t.num_validation_files:
+            train, val = data.split_validation(train, t.num_validation_files, cfg.seed)
+        return train, val
+    if t.input_wavs_dir:
+        return data.split_validation(data.scan_directory(t.input_wavs_dir), t.num_validation_files, cfg.seed)
+    raise UserError(f"{cfg.path}: no training data; set train.input_wavs_dir (a folder of audio) or "
+                    "train.input_training_file (a file list)")
+
+
+def _mel_image(mel: np.ndarray, lo: float = -11.5, hi: float = 2.0) -> np.ndarray:
+    """[frames, n_mels] log-mel -> [n_mels, frames, 3] uint8 (low frequencies at the bottom)."""
+    import matplotlib
+
+    x = np.clip((np.asarray(mel).T[::-1] - lo) / (hi - lo), 0, 1)
+    return (matplotlib.colormaps["viridis"](x)[..., :3] * 255).astype(np.uint8)
+
+
+class _Logger:
+    def __init__(self, run_dir: str, enabled: bool):
+        self.enabled = enabled
+        self.writer = None
+        self.run_dir = run_dir
+        if not enabled:
+            return
+        os.makedirs(run_dir, exist_ok=True)
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(run_dir, "logs"))
+        except ImportError:
+            import warnings
+
+            warnings.warn("tensorboardX is not installed: no TensorBoard logs (metrics.jsonl still written)")
+
+    def scalars(self, step: int, values: dict, prefix: str, jsonl: str) -> None:
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        with open(os.path.join(self.run_dir, jsonl), "a") as f:
+            f.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
+
+    def media(self, step: int, tag: str, audio: np.ndarray | None, mel: np.ndarray | None, sr: int) -> None:
+        if self.writer is None:
+            return
+        if audio is not None:
+            self.writer.add_audio(f"{tag}/audio", np.clip(audio, -1, 1).reshape(-1), step, sample_rate=sr)
+        if mel is not None:
+            self.writer.add_image(f"{tag}/mel", _mel_image(mel), step, dataformats="HWC")
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Validator:
+    """Synthesises the held-out clips from their mels (lengths padded into a few buckets, so that a few
+    programs compile) and measures the mean L1 between log-mels (loss settings)."""
+
+    def __init__(self, task, clips: list[np.ndarray]):
+        from jaxvoc.commands.synth import bucket_length
+
+        self.task = task
+        self.clips = clips
+        self.silence = math.log(task.mel_config.clip_val)
+        from jaxvoc.audio import mel_spectrogram
+
+        mel_fn = jax.jit(lambda a: mel_spectrogram(a, task.mel_config))
+        loss_fn = jax.jit(lambda a: mel_spectrogram(a, task.loss_mel_config))
+        self.mels = [np.asarray(mel_fn(c[None]))[0] for c in clips]
+        self.ref = [np.asarray(loss_fn(c[None]))[0] for c in clips]
+        self.bucket = bucket_length
+        self._synth = jax.jit(lambda state, mel: task.synthesize(state, mel))
+        self._loss_mel = loss_fn
+
+    def __call__(self, state) -> tuple[float, list]:
+        errs, samples = [], []
+        for clip, mel, ref in zip(self.clips, self.mels, self.ref):
+            L = self.bucket(len(mel))
+            padded = np.full((1, L, mel.shape[1]), self.silence, np.float32)
+            padded[0, :len(mel)] = mel
+            y = np.asarray(self._synth(state, jnp.asarray(padded)))[0, :len(clip)]
+            m = np.asarray(self._loss_mel(y[None].astype(np.float32)))[0]
+            t = min(len(m), len(ref))
+            errs.append(float(np.mean(np.abs(m[:t] - ref[:t]))))
+            samples.append((y, m))
+        return float(np.mean(errs)), samples
+
+
+def _fmt(m: dict, keys) -> str:
+    return ", ".join(f"{k} {m[k]:.4g}" for k in keys if k in m)
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, task=None,
+          max_steps: int | None = None, progress: bool | None = None) -> dict:
+    """Runs (or resumes) training; returns a summary dict (steps done, last metrics, last validation)."""
+    from tqdm import tqdm
+
+    from jaxvoc.train.tasks import build_task
+
+    t = cfg.train
+    total = int(max_steps or t.training_steps)
+    task = task or build_task(cfg)
+    mesh = sharding.make_mesh(t.fsdp)
+    local_bs = sharding.check_batch_size(cfg.batch_size, mesh)
+    primary = jax.process_index() == 0
+
+    # data
+    train_paths, val_paths = _paths(cfg)
+    train_files = data.probe(train_paths, cfg.sampling_rate, task.style)
+    val_files = data.probe(val_paths[: t.validation_max_files], cfg.sampling_rate, task.style)
+    max_val = int(t.validation_max_seconds * cfg.sampling_rate) if t.validation_max_seconds else None
+    clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val) for f in val_files]
+    clips = [c for c in clips if len(c) >= 4 * task.hop_size]
+    ds = data.train_dataset(train_files, segment_size=cfg.segment_size, sampling_rate=cfg.sampling_rate,
+                            batch_size=local_bs, seed=cfg.seed, style=task.style,
+                            process_index=jax.process_index(), process_count=jax.process_count(),
+                            num_threads=t.data_threads)
+    iterator = iter(ds)
+
+    # state and step, sharded
+    batch_sh = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+    rng = jax.random.PRNGKey(cfg.seed)
+    example = jnp.zeros((1, cfg.segment_size), jnp.float32)
+    abstract = jax.eval_shape(task.init_state, rng, example)
+    state_sh = sharding.state_shardings(abstract, mesh, t.fsdp_min_size)
+    ckpt = checkpointing.Checkpointer(os.path.join(cfg.run_dir, "checkpoints"), keep=t.keep_checkpoints,
+                                      async_save=t.async_checkpointing)
+    latest = ckpt.latest_step()
+    started = "started"
+    if resume:
+        if latest is None:
+            raise UserError(f"nothing to resume: no checkpoint in {ckpt.directory}; run without --resume")
+        if init:
+            raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
+        state, meta = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, state_sh), iterator)
+        started = f"resumed from step {latest}"
+    else:
+        if latest is not None:
+            raise UserError(f"{cfg.run_dir} already holds checkpoints (last: step {latest}); pass --resume to "
+                            "continue that run, or set train.checkpoint_path to a new folder")
+        state = jax.jit(task.init_state, out_shardings=state_sh)(rng, example)
+        if init:
+            state, what = task.apply_init(state, init)
+            started = f"initialised {what} from {init}"
+    step = int(jax.device_get(state["step"]))
+    step_fn = jax.jit(task.step_fn(), in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
+                      donate_argnums=0)
+
+    logger = _Logger(cfg.run_dir, primary)
+    validator = Validator(task, clips) if clips else None
+    meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path}
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step", disable=not (progress and primary),
+               dynamic_ncols=True, file=sys.stderr)
+    if primary:
+        n_dev = mesh.devices.size
+        print(f"jaxvoc train: {started}; {len(train_files)} training / {len(clips)} validation file(s); "
+              f"{n_dev} device(s) as data {mesh.shape['data']} x fsdp {mesh.shape['fsdp']}; run folder "
+              f"{cfg.run_dir}", file=sys.stderr)
+
+    last_saved = latest
+    pending: tuple[int, Any] | None = None
+    last_metrics: dict = {}
+    last_val: float | None = None
+    t_window, s_window = time.perf_counter(), step
+    rate = float("nan")
+
+    def check(s: int, metrics: Any) -> dict:
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not m.pop("finite", 1.0):
+            bad = sorted(k for k, v in m.items() if not math.isfinite(v))
+            ckpt.wait()
+            where = (f"the last good checkpoint is step {last_saved} in {ckpt.directory}; resume it with --resume"
+                     if last_saved is not None else "no checkpoint was written")
+            raise Diverged(f"loss became NaN/Inf at step {s} ({', '.join(bad[:4])}); training stopped and {where} "
+                           "after lowering the learning rate or checking the data")
+        return m
+
+    def report(s: int, m: dict) -> None:
+        nonlocal last_metrics, t_window, s_window, rate
+        last_metrics = m
+        if s % t.summary_interval == 0 or s == total:
+            now = time.perf_counter()
+            rate = (s - s_window) / max(now - t_window, 1e-9)
+            t_window, s_window = now, s
+            logger.scalars(s, {**m, "steps_per_sec": rate}, "training", "metrics.jsonl")
+        if s % t.stdout_interval == 0 or s == total:
+            bar.set_postfix_str(_fmt(m, task.metric_keys), refresh=False)
+            if bar.disable and primary:
+                print(f"step {s}: {_fmt(m, task.metric_keys)}", file=sys.stderr)
+
+    try:
+        while step < total:
+            audio = next(iterator)
+            state, metrics = step_fn(state, sharding.global_batch(audio, batch_sh))
+            step += 1
+            bar.update(1)
+            if pending is not None:  # the previous step, while this one runs
+                report(pending[0], check(*pending))
+            pending = (step, metrics)
+            save_now = step % t.checkpoint_interval == 0 or step == total
+            validate_now = validator is not None and (step % t.validation_interval == 0 or step == total)
+            if save_now or validate_now or step % t.summary_interval == 0:
+                report(step, check(*pending))
+                pending = None
+            if validate_now:
+                last_val, samples = validator(state)
+                logger.scalars(step, {"mel_spec_error": last_val}, "validation", "validation.jsonl")
+                for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
+                    logger.media(step, f"generated/{j}", y, m, cfg.sampling_rate)
+                    if last_saved is None or step == t.validation_interval:
+                        logger.media(step, f"ground_truth/{j}", validator.clips[j], validator.ref[j], cfg.sampling_rate)
+                if bar.disable and primary:
+                    print(f"step {step}: validation mel L1 {last_val:.4f}", file=sys.stderr)
+            if save_now:
+                ckpt.save(step, state, iterator, {**meta, "step": step})
+                last_saved = step
+        if pending is not None:
+            report(pending[0], check(*pending))
+        ckpt.wait()
+    finally:
+        bar.close()
+        logger.close()
+        try:
+            ckpt.close()
+        except Exception:
+            pass
+
+    export_dir = None
+    if t.export_at_end and jax.process_count() == 1 and step >= total:
+        export_dir = os.path.join(cfg.run_dir, "export")
+        task.export(state, export_dir)
+    if primary:
+        val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
+        print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"
+              + (f"; model exported to {export_dir}" if export_dir else ""), file=sys.stderr)
+    return {"step": step, "metrics": last_metrics, "validation": last_val, "state": state, "export": export_dir}

@@ -1,0 +1,102 @@
+"""Device mesh and shardings for training: one ``Mesh`` over all devices with axes ``("data", "fsdp")``.
+
+* The batch is split over both axes (every device sees its own examples; with fsdp=1 this is plain data
+  parallelism over ``data``).
+* Parameters and optimizer states are replicated, or, with fsdp > 1, each large enough leaf is split along
+  its largest axis divisible by the fsdp size (ZeRO-3 style; XLA inserts the all-gathers and
+  reduce-scatters). Optimizer moments have the shapes of their parameters and get the same sharding.
+* Several processes (multi-host): :func:`initialize_distributed` calls ``jax.distributed.initialize`` once;
+  each process loads its own share of the data (see ``data.py``) and :func:`global_batch` assembles the
+  global array from the per-process parts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxvoc.errors import UserError
+
+AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+
+_distributed_done = False
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Calls ``jax.distributed.initialize`` when the run is one of several processes: when a coordinator
+    address is given, or the environment of a cluster launcher (SLURM, Open MPI, ``JAX_COORDINATOR_ADDRESS``)
+    says so. Does nothing for a single process. Must run before anything touches a device."""
+    global _distributed_done
+    if _distributed_done:
+        return
+    env = os.environ
+    auto = (env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("SLURM_NTASKS", "1")) > 1
+            or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+    if coordinator is None and num_processes is None and not auto:
+        return
+    kw = {k: v for k, v in (("coordinator_address", coordinator), ("num_processes", num_processes),
+                            ("process_id", process_id)) if v is not None}
+    try:
+        jax.distributed.initialize(**kw)
+    except Exception as e:  # wrong address, missing ids: one line for the user
+        raise UserError(f"cannot start multi-process JAX ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "check --coordinator/--num-processes/--process-id") from None
+    _distributed_done = True
+
+
+def make_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
+    """A ``(data, fsdp)`` mesh over ``devices`` (default: all devices of all processes)."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if fsdp < 1 or n % fsdp:
+        raise UserError(f"fsdp={fsdp} does not divide the {n} devices; choose a divisor of {n}")
+    return Mesh(np.asarray(devices).reshape(n // fsdp, fsdp), AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over every device of the mesh."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def leaf_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> P:
+    """Partition spec of one parameter / optimizer-state leaf: the largest axis divisible by ``fsdp_size``
+    split over ``fsdp`` when the leaf has at least ``min_size`` elements, else replicated."""
+    if fsdp_size <= 1 or not shape or int(np.prod(shape)) < min_size:
+        return P()
+    order = sorted(range(len(shape)), key=lambda a: (-shape[a], a))
+    for a in order:
+        if shape[a] % fsdp_size == 0:
+            spec = [None] * len(shape)
+            spec[a] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, fsdp_min_size: int = 2 ** 16) -> Any:
+    """NamedShardings for a train state (params, optimizer states, step, rng) given its abstract shapes."""
+    size = mesh.shape["fsdp"]
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(mesh, leaf_spec(tuple(x.shape), size, fsdp_min_size)), abstract_state)
+
+
+def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """The global batch array from this process's rows (the process-local part of the leading axis)."""
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> int:
+    """The per-process batch size; the global batch must split evenly over devices and processes."""
+    n = mesh.devices.size
+    if batch_size % n:
+        raise UserError(f"batch_size {batch_size} does not split over {n} devices; make it a multiple of {n}")
+    return batch_size // jax.process_count()

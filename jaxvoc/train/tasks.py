@@ -1,0 +1,202 @@
+"""What the generic loop needs from a model family: the train state and step, the mel front-ends, validation
+synthesis, ``--init`` from a converted checkpoint, and the export of the trained model.
+
+``TASKS`` maps a model kind to its task class; a new family (the codec) adds one line and a class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvoc.audio import MelConfig, mel_spectrogram
+from jaxvoc.errors import UserError
+from jaxvoc.train import objective as objective_lib
+from jaxvoc.train import optim
+from jaxvoc.train.config import TrainConfig
+
+TASKS = {
+    "bigvgan": "jaxvoc.train.tasks:BigVGANTask",
+    "waveglow": "jaxvoc.train.tasks:WaveGlowTask",
+}
+
+# name of the discriminator tree in a jaxvoc checkpoint (written by `jaxvoc convert bigvgan` when the model
+# folder holds bigvgan_discriminator_optimizer.pt, and by the export at the end of training)
+DISCRIMINATOR_TREE = "discriminators"
+
+
+def load_factory(spec: str) -> Callable:
+    """``"module:attr"`` -> the object (a user-supplied objective factory)."""
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise UserError(f"objective {spec!r} must read \"module:attr\"")
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot load objective {spec!r} ({e}); check train.objective and PYTHONPATH") from None
+
+
+def build_task(cfg: TrainConfig):
+    return load_factory(TASKS[cfg.kind])(cfg)
+
+
+def _check_same_structure(loaded: Any, expected: Any, what: str, ckpt: str) -> None:
+    lf = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+    ef = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+    name = lambda k: "/".join(str(getattr(p, "key", p)) for p in k)
+    missing = [name(k) for k in ef if k not in lf]
+    extra = [name(k) for k in lf if k not in ef]
+    shapes = [f"{name(k)} {tuple(np.shape(lf[k]))} vs {tuple(ef[k].shape)}" for k in ef
+              if k in lf and tuple(np.shape(lf[k])) != tuple(ef[k].shape)]
+    if missing or extra or shapes:
+        detail = "; ".join(x for x in (
+            f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+            f"shape {shapes[:2]}" if shapes else "") if x)
+        raise UserError(f"{ckpt}: its {what} do not fit the model of the training config ({detail}); "
+                        "train with the config the checkpoint was converted from")
+
+
+def _place(tree: Any, like: Any) -> Any:
+    """Puts host arrays on the devices with the shardings (and dtypes) of ``like``."""
+    return jax.tree_util.tree_map(
+        lambda x, l: jax.device_put(np.asarray(x, dtype=l.dtype), l.sharding), tree, like)
+
+
+class Task:
+    kind: str
+    style: str
+    metric_keys: tuple[str, ...]  # shown on the progress bar
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    # --- to implement -----------------------------------------------------------------------------------
+    mel_config: MelConfig  # generator / flow conditioning
+    loss_mel_config: MelConfig  # validation mel distance
+    hop_size: int
+
+    def init_state(self, rng, audio) -> dict:
+        raise NotImplementedError
+
+    def step_fn(self) -> Callable:
+        raise NotImplementedError
+
+    def synthesize(self, state: dict, mel: jax.Array) -> jax.Array:
+        """mel [B, frames, n_mels] -> audio [B, samples] (validation; inside jit)."""
+        raise NotImplementedError
+
+    def apply_init(self, state: dict, ckpt_dir: str) -> tuple[dict, str]:
+        raise NotImplementedError
+
+    def export(self, state: dict, out_dir: str) -> None:
+        raise NotImplementedError
+
+    def lr(self, step: int) -> float:
+        return float("nan")
+
+    # --- shared -------------------------------------------------------------------------------------------
+    def prepare(self, audio: jax.Array) -> dict:
+        """The batch dict of the objectives, computed inside the step: audio and its mel(s)."""
+        mel = mel_spectrogram(audio, self.mel_config)
+        loss_mel = mel if self.loss_mel_config == self.mel_config else mel_spectrogram(audio, self.loss_mel_config)
+        return {"audio": audio, "mel": mel, "mel_loss": loss_mel}
+
+    def _read_init(self, ckpt_dir: str):
+        from jaxvoc.checkpoint import load_tree, read_meta
+
+        meta = read_meta(ckpt_dir)
+        if meta["kind"] != self.kind:
+            raise UserError(f"{ckpt_dir} is a {meta['kind']} checkpoint; --init needs a {self.kind} one")
+        return meta, load_tree
+
+
+# ------------------------------------------------------------------------------------------------------------
+# BigVGAN
+
+
+def _default_bigvgan_objective(cfg: TrainConfig):
+    try:
+        from jaxvoc.bigvgan_gan import BigVGANObjective
+    except ImportError:
+        raise UserError("the BigVGAN GAN objective (jaxvoc.bigvgan_gan) is not installed in this jaxvoc; "
+                        "update jaxvoc or set train.objective") from None
+    return BigVGANObjective(cfg.model, freeze_step=cfg.train.freeze_step)
+
+
+class BigVGANTask(Task):
+    kind = "bigvgan"
+    style = "bigvgan"
+    metric_keys = ("loss_gen_all", "loss_disc_all", "loss_mel")
+
+    def __init__(self, cfg: TrainConfig, obj: objective_lib.GanObjective | None = None):
+        super().__init__(cfg)
+        from jaxvoc.bigvgan import BigVGANConfig
+
+        h = cfg.model
+        self.gen_config = BigVGANConfig.from_dict(h, cfg.path)
+        self.mel_config = self.gen_config.mel
+        self.loss_mel_config = dataclasses.replace(self.mel_config, fmax=h.get("fmax_for_loss"))
+        self.hop_size = self.gen_config.hop_size
+        if cfg.segment_size % self.hop_size:
+            raise UserError(f"{cfg.path}: segment_size {cfg.segment_size} is not a multiple of hop_size "
+                            f"{self.hop_size}")
+        if obj is None:
+            obj = (load_factory(cfg.train.objective)(cfg) if cfg.train.objective
+                   else _default_bigvgan_objective(cfg))
+        self.obj = obj
+        self.tx_g, self.tx_d = optim.bigvgan_optimizers(h)
+        self.schedule = optim.exponential_lr(float(h["learning_rate"]), float(h.get("lr_decay", 1.0)))
+        self.clip = float(h.get("clip_grad_norm", optim.DEFAULT_CLIP_GRAD_NORM))
+
+    def init_state(self, rng, audio):
+        return objective_lib.init_gan_state(self.obj, self.tx_g, self.tx_d, rng, self.prepare(audio))
+
+    def step_fn(self):
+        return objective_lib.make_gan_step(self.obj, self.tx_g, self.tx_d, self.prepare, clip_grad_norm=self.clip,
+                                           freeze_step=self.cfg.train.freeze_step, lr_schedule=self.schedule)
+
+    def synthesize(self, state, mel):
+        return self.obj.generate(state["params_g"], {"mel": mel})
+
+    def lr(self, step: int) -> float:
+        return float(self.schedule(step))
+
+    def apply_init(self, state, ckpt_dir):
+        meta, load_tree = self._read_init(ckpt_dir)
+        params = load_tree(ckpt_dir, "params")
+        _check_same_structure(params, state["params_g"], "generator weights", ckpt_dir)
+        state = {**state, "params_g": _place(params, state["params_g"])}
+        what = "generator"
+        if DISCRIMINATOR_TREE in meta.get("trees", []):
+            disc = load_tree(ckpt_dir, DISCRIMINATOR_TREE)
+            disc = {g: disc[g] for g in state["params_d"] if g in disc} if isinstance(disc, dict) else disc
+            _check_same_structure(disc, state["params_d"], "discriminator weights", ckpt_dir)
+            state = {**state, "params_d": _place(disc, state["params_d"])}
+            what += " and discriminators"
+        return state, what
+
+    def export(self, state, out_dir):
+        from jaxvoc import checkpoint
+
+        host = jax.device_get({"g": state["params_g"], "d": state["params_d"]})
+        checkpoint.save(out_dir, "bigvgan", self.gen_config.to_dict(), host["g"],
+                        extra={DISCRIMINATOR_TREE: host["d"]}, overwrite=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# WaveGlow
+
+
+class WaveGlowTask(Task):
+    kind = "waveglow"
+    style = "waveglow"
+    metric_keys = ("loss",)
+
+    def __init__(self, cfg: TrainConfig, obj: objective_lib.FlowObjective | None = None):
+        super().__init__(cfg)
+        raise UserError("WaveGlow training needs jaxvoc.waveglow, which this jaxvoc does not have yet")

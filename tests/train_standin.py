@@ -1,0 +1,103 @@
+"""A small stand-in GAN objective for the training-infrastructure tests: the jaxvoc BigVGAN generator and two
+tiny convolutional discriminator groups, least-squares GAN losses, feature matching and a mel L1 — the shape
+of BigVGAN's objective at a fraction of its cost. The tests of the real BigVGAN objective live with it; these
+test the step, sharding, checkpoints and loop, which do not depend on which losses are plugged in.
+
+``factory(cfg)`` is the ``train.objective`` hook (``"tests.train_standin:factory"``). Set
+``JAXVOC_STANDIN_NAN_AT=k`` to make every loss NaN from step k on (the NaN-stop test)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvoc.audio import mel_spectrogram
+from jaxvoc.bigvgan import BigVGAN, BigVGANConfig
+from jaxvoc.layers import Conv1d
+
+
+class TinyDisc(nn.Module):
+    period: int = 1
+
+    @nn.compact
+    def __call__(self, y):  # y [B, T] -> (score [B, n], fmaps)
+        B, T = y.shape
+        x = y.reshape(B, T // self.period, self.period)  # periods as channels
+        fmaps = []
+        for i, (c, s) in enumerate(((8, 4), (16, 4))):
+            x = nn.leaky_relu(Conv1d(c, 5, stride=s, padding=2, weight_norm=True, name=f"convs_{i}")(x), 0.1)
+            fmaps.append(x)
+        x = Conv1d(1, 3, padding=1, weight_norm=True, name="conv_post")(x)
+        fmaps.append(x)
+        return x.reshape(B, -1), fmaps
+
+
+@dataclasses.dataclass
+class StandinObjective:
+    config: BigVGANConfig
+    freeze_step: int = 0
+    name: str = "standin"
+    discriminator_groups: tuple = ("mpd", "mrd")
+
+    def __post_init__(self):
+        self.gen = BigVGAN(self.config)
+        self.discs = {"mpd": TinyDisc(2), "mrd": TinyDisc(1)}
+        self.nan_at = int(os.environ.get("JAXVOC_STANDIN_NAN_AT", "-1"))
+
+    def init(self, rng, batch):
+        kg, kd = jax.random.split(rng)
+        params_g = self.gen.init(kg, batch["mel"][:1])["params"]
+        y = batch["audio"][:1]
+        params_d = {g: d.init(jax.random.fold_in(kd, i), y)["params"] for i, (g, d) in enumerate(self.discs.items())}
+        return params_g, params_d
+
+    def generate(self, params_g, batch):
+        return self.gen.apply({"params": params_g}, batch["mel"])
+
+    def _d(self, params_d, g, y):
+        return self.discs[g].apply({"params": params_d[g]}, y)
+
+    def discriminator_loss(self, params_d, batch, y_g):
+        aux = {}
+        for g, short in (("mpd", "f"), ("mrd", "s")):
+            r, _ = self._d(params_d, g, batch["audio"])
+            f, _ = self._d(params_d, g, y_g)
+            aux[f"loss_disc_{short}"] = jnp.mean((1 - r) ** 2) + jnp.mean(f ** 2)
+        return aux["loss_disc_f"] + aux["loss_disc_s"], aux
+
+    def generator_loss(self, params_d, batch, y_g, step):
+        mel_cfg = self.config.mel
+        loss_mel = jnp.mean(jnp.abs(mel_spectrogram(y_g, mel_cfg) - batch["mel_loss"])) * 45.0
+        aux = {"loss_mel": loss_mel}
+        for g, short in (("mpd", "f"), ("mrd", "s")):
+            r, fr = self._d(params_d, g, batch["audio"])
+            f, ff = self._d(params_d, g, y_g)
+            aux[f"loss_gen_{short}"] = jnp.mean((1 - f) ** 2)
+            aux[f"loss_fm_{short}"] = 2 * sum(jnp.mean(jnp.abs(a - b)) for a, b in zip(fr, ff))
+        adv = aux["loss_gen_f"] + aux["loss_gen_s"] + aux["loss_fm_f"] + aux["loss_fm_s"]
+        total = jnp.where(step >= self.freeze_step, adv + loss_mel, loss_mel)
+        if self.nan_at >= 0:
+            total = jnp.where(step >= self.nan_at, jnp.nan, total)
+        return total, aux
+
+
+def tiny_config(**over) -> dict:
+    """A small BigVGAN config (official key names) for CPU tests: 24 kHz, 100 mels, hop 256."""
+    h = {
+        "resblock": "2", "batch_size": 8, "learning_rate": 1e-3, "adam_b1": 0.8, "adam_b2": 0.99,
+        "lr_decay": 0.999, "seed": 1234, "upsample_rates": [8, 8, 4], "upsample_kernel_sizes": [16, 16, 8],
+        "upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3]],
+        "use_tanh_at_final": False, "use_bias_at_final": False, "activation": "snakebeta", "snake_logscale": True,
+        "clip_grad_norm": 500, "segment_size": 4096, "num_mels": 100, "n_fft": 1024, "hop_size": 256,
+        "win_size": 1024, "sampling_rate": 24000, "fmin": 0, "fmax": None, "fmax_for_loss": None,
+    }
+    h.update(over)
+    return h
+
+
+def factory(cfg):
+    return StandinObjective(BigVGANConfig.from_dict(cfg.model), freeze_step=cfg.train.freeze_step)
