@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,28 @@ def _fmt(m: dict, keys) -> str:
     return ", ".join(f"{k} {m[k]:.4g}" for k in keys if k in m)
 
 
+@dataclasses.dataclass
+class Setup:
+    abstract_state: Any
+    state_shardings: Any
+    batch_sharding: Any
+    init: Callable[[], dict]  # -> a fresh, sharded train state
+    step: Callable  # jit(step)(state, global audio batch) -> (state, metrics); donates the state
+
+
+def build(task, mesh, segment_size: int, seed: int, fsdp_min_size: int = 2 ** 16) -> Setup:
+    """The sharded init and step of ``task`` on ``mesh``: explicit in/out shardings, state donated."""
+    rng = jax.random.PRNGKey(seed)
+    example = jnp.zeros((1, segment_size), jnp.float32)
+    abstract = jax.eval_shape(task.init_state, rng, example)
+    state_sh = sharding.state_shardings(abstract, mesh, fsdp_min_size)
+    batch_sh = sharding.batch_sharding(mesh)
+    init_jit = jax.jit(task.init_state, out_shardings=state_sh)
+    step = jax.jit(task.step_fn(sharding.gather_params(mesh)), in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+    return Setup(abstract, state_sh, batch_sh, lambda: init_jit(rng, example), step)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, task=None,
           max_steps: int | None = None, progress: bool | None = None) -> dict:
     """Runs (or resumes) training; returns a summary dict (steps done, last metrics, last validation)."""
@@ -166,12 +189,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     iterator = iter(ds)
 
     # state and step, sharded
-    batch_sh = sharding.batch_sharding(mesh)
-    repl = sharding.replicated(mesh)
-    rng = jax.random.PRNGKey(cfg.seed)
-    example = jnp.zeros((1, cfg.segment_size), jnp.float32)
-    abstract = jax.eval_shape(task.init_state, rng, example)
-    state_sh = sharding.state_shardings(abstract, mesh, t.fsdp_min_size)
+    setup = build(task, mesh, cfg.segment_size, cfg.seed, t.fsdp_min_size)
+    batch_sh, state_sh = setup.batch_sharding, setup.state_shardings
     ckpt = checkpointing.Checkpointer(os.path.join(cfg.run_dir, "checkpoints"), keep=t.keep_checkpoints,
                                       async_save=t.async_checkpointing)
     latest = ckpt.latest_step()
@@ -181,19 +200,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             raise UserError(f"nothing to resume: no checkpoint in {ckpt.directory}; run without --resume")
         if init:
             raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
-        state, meta = ckpt.restore(latest, checkpointing.abstract_with_shardings(abstract, state_sh), iterator)
+        state, meta = ckpt.restore(latest, checkpointing.abstract_with_shardings(setup.abstract_state, state_sh),
+                                   iterator)
         started = f"resumed from step {latest}"
     else:
         if latest is not None:
             raise UserError(f"{cfg.run_dir} already holds checkpoints (last: step {latest}); pass --resume to "
                             "continue that run, or set train.checkpoint_path to a new folder")
-        state = jax.jit(task.init_state, out_shardings=state_sh)(rng, example)
+        state = setup.init()
         if init:
             state, what = task.apply_init(state, init)
             started = f"initialised {what} from {init}"
     step = int(jax.device_get(state["step"]))
-    step_fn = jax.jit(task.step_fn(), in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                      donate_argnums=0)
+    step_fn = setup.step
 
     logger = _Logger(cfg.run_dir, primary)
     validator = Validator(task, clips) if clips else None

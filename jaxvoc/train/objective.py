@@ -92,10 +92,14 @@ def init_gan_state(obj: GanObjective, tx_g, tx_d, rng: Array, batch: Batch) -> d
 
 def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batch], *,
                   clip_grad_norm: float = optim.DEFAULT_CLIP_GRAD_NORM, freeze_step: int = 0,
-                  lr_schedule: Callable | None = None) -> Callable[[dict, Array], tuple[dict, dict]]:
+                  lr_schedule: Callable | None = None, gather: Callable[[Any], Any] = lambda t: t
+                  ) -> Callable[[dict, Array], tuple[dict, dict]]:
     """The pure GAN train step ``(state, audio) -> (state, metrics)`` (jit it with the shardings of
     ``sharding.py``). Metrics: the objective's aux terms, ``loss_disc_all``, ``loss_gen_all``,
-    ``grad_norm_g``, ``grad_norm_<group>``, ``lr`` and ``finite`` (all losses and norms finite)."""
+    ``grad_norm_g``, ``grad_norm_<group>``, ``lr`` and ``finite`` (all losses and norms finite).
+
+    ``gather`` is applied to parameters before they enter a forward pass (``sharding.gather_params``:
+    fsdp-sharded weights all-gathered for compute, while the optimizer update stays sharded)."""
     groups = tuple(obj.discriminator_groups)
 
     def step_fn(state: dict, audio: Array) -> tuple[dict, dict]:
@@ -104,12 +108,13 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
         params_g, params_d = state["params_g"], state["params_d"]
 
         # 1. generator forward, VJP kept
-        y_g, pullback = jax.vjp(lambda p: obj.generate(p, batch), params_g)
+        y_g, pullback = jax.vjp(lambda p: obj.generate(p, batch), gather(params_g))
         y_d = jax.lax.stop_gradient(y_g)
 
         # 2. discriminators (each group clipped on its own), skipped while frozen
         def d_update(_):
-            (loss_d, aux_d), grads = jax.value_and_grad(obj.discriminator_loss, has_aux=True)(params_d, batch, y_d)
+            (loss_d, aux_d), grads = jax.value_and_grad(obj.discriminator_loss, has_aux=True)(
+                gather(params_d), batch, y_d)
             clipped, norms = {}, {}
             for g in groups:
                 clipped[g], norms[g] = optim.clip_grad_norm(grads[g], clip_grad_norm)
@@ -118,7 +123,7 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
             return jax.tree_util.tree_map(jnp.add, params_d, updates), opt_d, loss_d, aux_d, norms
 
         def d_frozen(_):
-            loss_d, aux_d = obj.discriminator_loss(params_d, batch, y_d)  # logged, not applied (as official)
+            loss_d, aux_d = obj.discriminator_loss(gather(params_d), batch, y_d)  # logged, not applied (as official)
             return params_d, state["opt_d"], loss_d, aux_d, {g: jnp.float32(0.0) for g in groups}
 
         if freeze_step > 0:
@@ -128,7 +133,7 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
 
         # 3. generator against the updated discriminators
         (loss_g, aux_g), dy = jax.value_and_grad(obj.generator_loss, argnums=2, has_aux=True)(
-            new_params_d, batch, y_g, step)
+            gather(new_params_d), batch, y_g, step)
         (grads_g,) = pullback(dy)
         grads_g, norm_g = optim.clip_grad_norm(grads_g, clip_grad_norm)
         updates, opt_g = tx_g.update(grads_g, state["opt_g"], params_g, step=step)
@@ -164,8 +169,8 @@ def cast_floating(tree: Any, dtype) -> Any:
 
 
 def make_flow_step(obj: FlowObjective, tx, prepare: Callable[[Array], Batch], *, compute_dtype=jnp.float32,
-                   clip_grad_norm: float | None = None, lr_schedule: Callable | None = None
-                   ) -> Callable[[dict, Array], tuple[dict, dict]]:
+                   clip_grad_norm: float | None = None, lr_schedule: Callable | None = None,
+                   gather: Callable[[Any], Any] = lambda t: t) -> Callable[[dict, Array], tuple[dict, dict]]:
     """The pure flow train step ``(state, audio) -> (state, metrics)``. With ``compute_dtype=bfloat16`` the
     parameters (float32 master copy in the state) and the batch are cast to bfloat16 for the forward and
     backward pass; gradients arrive in float32 (the cast's transpose) and the update is float32."""
@@ -176,6 +181,7 @@ def make_flow_step(obj: FlowObjective, tx, prepare: Callable[[Array], Batch], *,
         step = state["step"]
 
         def loss_fn(params):
+            params = gather(params)
             if low:
                 return obj.loss(cast_floating(params, compute_dtype), cast_floating(batch, compute_dtype))
             return obj.loss(params, batch)

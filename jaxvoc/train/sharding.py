@@ -2,9 +2,17 @@
 
 * The batch is split over both axes (every device sees its own examples; with fsdp=1 this is plain data
   parallelism over ``data``).
-* Parameters and optimizer states are replicated, or, with fsdp > 1, each large enough leaf is split along
-  its largest axis divisible by the fsdp size (ZeRO-3 style; XLA inserts the all-gathers and
-  reduce-scatters). Optimizer moments have the shapes of their parameters and get the same sharding.
+* Parameters and optimizer states are replicated, or, with fsdp > 1, each large enough leaf is split over
+  ``fsdp`` along its last axis (output channels of a conv kernel) when divisible, else along its largest
+  divisible axis. Optimizer moments have the shapes of their parameters and get the same sharding. Inside
+  the step the parameters are all-gathered (:func:`gather_params`) before each forward pass and the
+  gradients reduce-scattered into the sharded optimizer update: parameter, moment and update memory is
+  split over fsdp, the activations and the gathered weights of one step are not.
+
+  The explicit gather is not only the usual FSDP pattern: XLA's SPMD partitioner (jax 0.10.2, CPU)
+  miscompiles jaxvoc's sub-pixel transposed convolution when its kernel arrives split along the tap axis
+  and the batch is split too (the output was wrong by O(10)); with gathered weights every op sees the
+  layout it would see on one device, and the sharded step matches the single-device one (tests).
 * Several processes (multi-host): :func:`initialize_distributed` calls ``jax.distributed.initialize`` once;
   each process loads its own share of the data (see ``data.py``) and :func:`global_batch` assembles the
   global array from the per-process parts.
@@ -69,11 +77,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def leaf_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> P:
-    """Partition spec of one parameter / optimizer-state leaf: the largest axis divisible by ``fsdp_size``
-    split over ``fsdp`` when the leaf has at least ``min_size`` elements, else replicated."""
+    """Partition spec of one parameter / optimizer-state leaf with at least ``min_size`` elements: the last
+    axis split over ``fsdp`` when divisible by ``fsdp_size``, else the largest divisible axis; smaller or
+    indivisible leaves replicated."""
     if fsdp_size <= 1 or not shape or int(np.prod(shape)) < min_size:
         return P()
-    order = sorted(range(len(shape)), key=lambda a: (-shape[a], a))
+    order = [len(shape) - 1] + sorted(range(len(shape) - 1), key=lambda a: (-shape[a], a))
     for a in order:
         if shape[a] % fsdp_size == 0:
             spec = [None] * len(shape)
@@ -87,6 +96,15 @@ def state_shardings(abstract_state: Any, mesh: Mesh, fsdp_min_size: int = 2 ** 1
     size = mesh.shape["fsdp"]
     return jax.tree_util.tree_map(
         lambda x: NamedSharding(mesh, leaf_spec(tuple(x.shape), size, fsdp_min_size)), abstract_state)
+
+
+def gather_params(mesh: Mesh):
+    """``tree -> tree`` constrained to be replicated (an all-gather of fsdp-sharded leaves), for use inside
+    a jitted step; the identity when fsdp is 1."""
+    if mesh.shape["fsdp"] == 1:
+        return lambda tree: tree
+    rep = NamedSharding(mesh, P())
+    return lambda tree: jax.lax.with_sharding_constraint(tree, jax.tree_util.tree_map(lambda _: rep, tree))
 
 
 def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -83,7 +83,8 @@ class Task:
     def init_state(self, rng, audio) -> dict:
         raise NotImplementedError
 
-    def step_fn(self) -> Callable:
+    def step_fn(self, gather: Callable = lambda t: t) -> Callable:
+        """The pure train step; ``gather`` all-gathers sharded parameters for compute."""
         raise NotImplementedError
 
     def synthesize(self, state: dict, mel: jax.Array) -> jax.Array:
@@ -156,9 +157,10 @@ class BigVGANTask(Task):
     def init_state(self, rng, audio):
         return objective_lib.init_gan_state(self.obj, self.tx_g, self.tx_d, rng, self.prepare(audio))
 
-    def step_fn(self):
+    def step_fn(self, gather=lambda t: t):
         return objective_lib.make_gan_step(self.obj, self.tx_g, self.tx_d, self.prepare, clip_grad_norm=self.clip,
-                                           freeze_step=self.cfg.train.freeze_step, lr_schedule=self.schedule)
+                                           freeze_step=self.cfg.train.freeze_step, lr_schedule=self.schedule,
+                                           gather=gather)
 
     def synthesize(self, state, mel):
         return self.obj.generate(state["params_g"], {"mel": mel})
