@@ -3,6 +3,7 @@ official PyTorch model for comparisons."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -41,20 +42,24 @@ def locate(src: str) -> tuple[str, str]:
     raise UserError(f"{folder} has no {GENERATOR_FILE} (nor a g_* training checkpoint)")
 
 
-def _check_filters(sd: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
-    """The anti-aliasing filters are buffers in the state dict; the JAX model computes them. Verify they are
-    the official kaiser-sinc taps (so a model with other filters is refused rather than silently changed)."""
+def _take_filters(sd: dict[str, np.ndarray], source: str) -> tuple[dict[str, np.ndarray], tuple[float, ...] | None]:
+    """The anti-aliasing filters are buffers in the state dict, all equal to the kaiser-sinc taps the official
+    code computes in float32. Verify them (a model with other filters is refused rather than silently changed)
+    and return them, exact, for the JAX model (a float64 computation of the taps misses some by an ulp)."""
     out = {}
     expected = kaiser_sinc_filter(0.25, 0.3, 12).astype(np.float32)
+    found = None
     for k, v in sd.items():
         if k.endswith(".filter"):
-            taps = np.asarray(v).reshape(-1)
-            if taps.shape != expected.shape or np.max(np.abs(taps - expected)) > 1e-6:
+            taps = np.asarray(v, np.float32).reshape(-1)
+            if taps.shape != expected.shape or np.max(np.abs(taps - expected)) > 1e-6 or (
+                    found is not None and not np.array_equal(taps, found)):
                 raise UserError(f"{source}: {k} is not the standard 12-tap kaiser-sinc filter; this model is not "
                                 "supported")
+            found = taps
             continue
         out[k] = v
-    return out
+    return out, None if found is None else tuple(float(t) for t in found)
 
 
 def expected_tree(config: BigVGANConfig) -> dict:
@@ -62,11 +67,13 @@ def expected_tree(config: BigVGANConfig) -> dict:
     return common.expected_shapes(lambda: BigVGAN(config).init(jax.random.PRNGKey(0), mel)["params"])
 
 
-def convert_state_dict(sd: dict[str, Any], config: BigVGANConfig, source: str) -> dict:
+def convert_state_dict(sd: dict[str, Any], config: BigVGANConfig, source: str) -> tuple[BigVGANConfig, dict]:
+    """(config with the checkpoint's exact anti-aliasing taps, weight-normed params)."""
     sd = common.normalize_keys(common.to_numpy_state_dict(sd, source))
-    sd = _check_filters(sd, source)
-    return common.state_dict_to_params(sd, expected_tree(config), source,
-                                       transposed=lambda p: p[0].startswith("ups_"))
+    sd, taps = _take_filters(sd, source)
+    params = common.state_dict_to_params(sd, expected_tree(config), source,
+                                         transposed=lambda p: p[0].startswith("ups_"))
+    return dataclasses.replace(config, jaxvoc_antialias_filter=taps), params
 
 
 def convert(src: str, config: str | None = None) -> tuple[dict, dict]:
@@ -87,7 +94,7 @@ def convert(src: str, config: str | None = None) -> tuple[dict, dict]:
         raise UserError(f"{gen_path} holds a {type(obj).__name__}; expected {{'generator': state_dict}}")
     if not isinstance(sd, dict) or not sd:
         raise UserError(f"{gen_path}: the generator entry is empty or not a state dict")
-    params = convert_state_dict(sd, cfg, gen_path)
+    cfg, params = convert_state_dict(sd, cfg, gen_path)
     return cfg.to_dict(), params
 
 

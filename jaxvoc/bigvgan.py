@@ -53,6 +53,8 @@ class BigVGANConfig:
     win_size: int = 1024
     fmin: float = 0
     fmax: float | None = None
+    # jaxvoc's own key: the anti-aliasing low-pass taps as stored (float32) in the converted checkpoint
+    jaxvoc_antialias_filter: tuple[float, ...] | None = None
     extra: tuple[tuple[str, Any], ...] = ()
 
     REQUIRED = ("num_mels", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock",
@@ -69,6 +71,8 @@ class BigVGANConfig:
             kw[k] = tuple(int(v) for v in kw[k])
         kw["resblock_dilation_sizes"] = tuple(tuple(int(v) for v in ds) for ds in kw["resblock_dilation_sizes"])
         kw["resblock"] = str(kw["resblock"])
+        if kw.get("jaxvoc_antialias_filter") is not None:
+            kw["jaxvoc_antialias_filter"] = tuple(float(v) for v in kw["jaxvoc_antialias_filter"])
         cfg = cls(**kw, extra=tuple((k, v) for k, v in d.items() if k not in names))
         cfg.validate(source)
         return cfg
@@ -97,6 +101,8 @@ class BigVGANConfig:
         for f in dataclasses.fields(self):
             if f.name != "extra":
                 v = getattr(self, f.name)
+                if f.name == "jaxvoc_antialias_filter" and v is None:
+                    continue
                 d[f.name] = [list(x) for x in v] if f.name == "resblock_dilation_sizes" else (
                     list(v) if isinstance(v, tuple) else v)
         return d
@@ -140,16 +146,18 @@ class AMPBlock1(nn.Module):
     dilation: Sequence[int]
     activation: str
     logscale: bool
+    filter: tuple[float, ...] | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         beta = self.activation == "snakebeta"
         k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, name=f"activations_{2 * i}")(x)
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{2 * i}")(x)
             xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
                         kernel_init=_normal(0.01), name=f"convs1_{i}")(xt)
-            xt = Activation1d(beta=beta, logscale=self.logscale, name=f"activations_{2 * i + 1}")(xt)
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
+                              name=f"activations_{2 * i + 1}")(xt)
             xt = Conv1d(self.channels, k, padding=get_padding(k, 1), weight_norm=True,
                         kernel_init=_normal(0.01), name=f"convs2_{i}")(xt)
             x = xt + x
@@ -164,13 +172,14 @@ class AMPBlock2(nn.Module):
     dilation: Sequence[int]
     activation: str
     logscale: bool
+    filter: tuple[float, ...] | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         beta = self.activation == "snakebeta"
         k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, name=f"activations_{i}")(x)
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{i}")(x)
             xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
                         kernel_init=_normal(0.01), name=f"convs_{i}")(xt)
             x = xt + x
@@ -195,10 +204,12 @@ class BigVGAN(nn.Module):
                                 kernel_init=_normal(0.01), name=f"ups_{i}_0")(x)
             xs = None
             for j, (rk, rd) in enumerate(zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes)):
-                y = block(ch, rk, tuple(rd), h.activation, h.snake_logscale, name=f"resblocks_{i * n_k + j}")(x)
+                y = block(ch, rk, tuple(rd), h.activation, h.snake_logscale, h.jaxvoc_antialias_filter,
+                          name=f"resblocks_{i * n_k + j}")(x)
                 xs = y if xs is None else xs + y
             x = xs / n_k
-        x = Activation1d(beta=h.activation == "snakebeta", logscale=h.snake_logscale, name="activation_post")(x)
+        x = Activation1d(beta=h.activation == "snakebeta", logscale=h.snake_logscale,
+                         filter=h.jaxvoc_antialias_filter, name="activation_post")(x)
         x = Conv1d(1, 7, padding=3, use_bias=h.use_bias_at_final, weight_norm=True,
                    kernel_init=_normal(0.01), name="conv_post")(x)
         x = jnp.tanh(x) if h.use_tanh_at_final else jnp.clip(x, -1.0, 1.0)

@@ -229,14 +229,24 @@ def _shift(x: Array, start: int, length: int) -> Array:
     return jax.lax.slice_in_dim(x, start, start + length, axis=1)
 
 
-def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12) -> list[Array]:
+def _taps(ratio: int, kernel_size: int, taps: Sequence[float] | None) -> np.ndarray:
+    """The low-pass taps: given ones (e.g. the exact float32 buffer of an official checkpoint), else computed."""
+    if taps is not None:
+        if len(taps) != kernel_size:
+            raise ValueError(f"{len(taps)} filter taps for kernel_size {kernel_size}")
+        return np.asarray(taps, np.float32)
+    return kaiser_sinc_filter(0.5 / ratio, 0.6 / ratio, kernel_size).astype(np.float32)
+
+
+def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
+                    taps: Sequence[float] | None = None) -> list[Array]:
     """BigVGAN's UpSample1d (replicate pad, depthwise transposed conv with the kaiser-sinc filter, times
     ``ratio``, crop) as ``ratio`` polyphase outputs: ``phases[j][:, s] == upsampled[:, s*ratio + j]``.
 
     Each phase is a short FIR over shifted slices of the input: elementwise work that XLA fuses, instead of
     a depthwise transposed convolution (pathologically slow on XLA's CPU backend)."""
     r, k = ratio, kernel_size
-    taps = (r * kaiser_sinc_filter(0.5 / r, 0.6 / r, k).astype(np.float32)).astype(np.float32)
+    taps = (np.float32(r) * _taps(r, k, taps)).astype(np.float32)
     m_taps = -(-k // r)
     taps = np.pad(taps, (0, m_taps * r - k))
     pad = k // r - 1
@@ -258,11 +268,12 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12) -> list[Arr
     return phases
 
 
-def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int = 12) -> Array:
+def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int = 12,
+                      taps: Sequence[float] | None = None) -> Array:
     """BigVGAN's DownSample1d (replicate pad, kaiser-sinc low-pass, stride ``ratio``) applied to a signal given
     as its ``ratio`` polyphase components (as :func:`upsample_phases` returns), without interleaving them."""
     r, k = ratio, kernel_size
-    taps = kaiser_sinc_filter(0.5 / r, 0.6 / r, k).astype(np.float32)
+    taps = _taps(r, k, taps)
     even = k % 2 == 0
     pad_left, pad_right = k // 2 - int(even), k // 2
     L = phases[0].shape[1]
@@ -300,7 +311,9 @@ def downsample(x: Array, ratio: int = 2, kernel_size: int = 12) -> Array:
 
 class Activation1d(nn.Module):
     """BigVGAN's anti-aliased activation: 2x up-sample, Snake/SnakeBeta, 2x down-sample. The activation is
-    applied to each polyphase component of the up-sampled signal; nothing of length 2T is interleaved."""
+    applied to each polyphase component of the up-sampled signal; nothing of length 2T is interleaved.
+    ``filter``: the low-pass taps shared by both resamplers (an official checkpoint's float32 buffer, which a
+    float64 computation of the same formula misses by an ulp here and there); computed when None."""
 
     beta: bool = True
     logscale: bool = True
@@ -308,12 +321,13 @@ class Activation1d(nn.Module):
     down_ratio: int = 2
     up_kernel_size: int = 12
     down_kernel_size: int = 12
+    filter: tuple[float, ...] | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         if self.up_ratio != self.down_ratio:
             raise NotImplementedError("Activation1d with different up and down ratios")
         act = Snake(beta=self.beta, logscale=self.logscale, name="act")
-        phases = upsample_phases(x, self.up_ratio, self.up_kernel_size)
+        phases = upsample_phases(x, self.up_ratio, self.up_kernel_size, self.filter)
         phases = [act(p) for p in phases]
-        return downsample_phases(phases, self.down_ratio, self.down_kernel_size)
+        return downsample_phases(phases, self.down_ratio, self.down_kernel_size, self.filter)
