@@ -101,3 +101,50 @@ def tiny_config(**over) -> dict:
 
 def factory(cfg):
     return StandinObjective(BigVGANConfig.from_dict(cfg.model), freeze_step=cfg.train.freeze_step)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# helpers for the CLI tests
+
+
+FAST = dict(segment_size=2048, upsample_initial_channel=16, upsample_rates=[16, 16], upsample_kernel_sizes=[32, 32],
+            resblock_dilation_sizes=[[1]], batch_size=4)
+
+
+def write_wavs(folder, n: int = 5) -> str:
+    """``n`` clips of the committed 24 kHz speech (different offsets and lengths, one shorter than a
+    segment) in ``folder``."""
+    import soundfile as sf
+    from conftest import speech
+
+    os.makedirs(folder, exist_ok=True)
+    y = speech(24000)
+    for i in range(n):
+        sf.write(os.path.join(folder, f"clip{i}.wav"), y[i * 7000: i * 7000 + 9000 + 4000 * i], 24000,
+                 subtype="PCM_16")
+    sf.write(os.path.join(folder, "short.wav"), y[20000:21500], 24000, subtype="PCM_16")
+    return str(folder)
+
+
+def write_config(path, wavs: str, run_dir: str, model: dict | None = None, **train) -> str:
+    import json
+
+    h = tiny_config(**{**FAST, **(model or {})})
+    h["train"] = {"input_wavs_dir": wavs, "num_validation_files": 0, "checkpoint_path": run_dir,
+                  "objective": "tests.train_standin:factory", "checkpoint_interval": 2, "stdout_interval": 1,
+                  "summary_interval": 1, "validation_interval": 1000, "training_steps": 6, **train}
+    with open(path, "w") as f:
+        json.dump(h, f)
+    return str(path)
+
+
+def cli_env(cache_dir: str | None = None, **extra) -> dict:
+    """Environment of a `python -m jaxvoc.cli` subprocess: this tree first on the path; optionally a
+    persistent compilation cache shared by the runs of one test (same programs, compiled once)."""
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", JAX_PLATFORMS="cpu", **extra)
+    if cache_dir:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env

@@ -32,7 +32,16 @@ def run(args) -> int:
         raise UserError("--steps must be at least 1")
     if args.init and not os.path.isdir(args.init):
         raise UserError(f"--init checkpoint not found: {args.init}; convert a model first (jaxvoc convert ...)")
+    if args.init and args.resume:
+        raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
     cfg = config_lib.load(args.config)
+    if args.init:
+        from jaxvoc.checkpoint import read_meta
+
+        kind = read_meta(args.init)["kind"]
+        if kind != cfg.kind:
+            raise UserError(f"{args.init} is a {kind} checkpoint but {args.config} trains {cfg.kind}; "
+                            f"give a {cfg.kind} checkpoint to --init")
     if args.run_dir:
         cfg.run_dir = os.path.abspath(args.run_dir)
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)

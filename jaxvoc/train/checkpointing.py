@@ -73,6 +73,21 @@ class Checkpointer:
         self.manager.close()
 
 
+def latest_step(directory: str) -> int | None:
+    """The last complete checkpoint step in ``directory`` (None when there is none); creates nothing."""
+    if not os.path.isdir(directory):
+        return None
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(os.path.abspath(directory),
+                                 options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                 item_names=("state", "data", "meta"))
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
     return jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                   abstract_state, shardings)

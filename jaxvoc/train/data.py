@@ -93,12 +93,12 @@ def _read_lines(path: str) -> list[str]:
         raise UserError(f"{path} is not a UTF-8 text file list ({e})") from None
 
 
-def probe(paths: Sequence[str], sampling_rate: int, style: Style) -> list[AudioFile]:
+def probe(paths: Sequence[str], sampling_rate: int, style: Style, allow_empty: bool = False) -> list[AudioFile]:
     """Reads every file's header; one clear error for a missing or unreadable file, or (waveglow style) a
     file at another rate."""
     import soundfile as sf
 
-    if not paths:
+    if not paths and not allow_empty:
         raise UserError("the file list is empty; give at least one audio file")
     out = []
     for p in paths:

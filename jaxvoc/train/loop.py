@@ -1,7 +1,7 @@
 """The training loop: data -> sharded jit step -> logging, validation, checkpoints; resume and ``--init``.
 
-* Progress bar (tqdm) with the main losses and steps/s; when stderr is not a terminal, a line every
-  ``stdout_interval`` steps instead.
+* Progress bar (tqdm, stderr) with the main losses and steps/s; when stderr is not a terminal, a line on
+  stdout every ``stdout_interval`` steps instead.
 * TensorBoard (``<run>/logs``, tensorboardX): every ``summary_interval`` steps the scalars ``training/*``
   (every loss term, gradient norms, learning rate, steps/s); every ``validation_interval`` steps
   ``validation/mel_spec_error`` (mean L1 between the log-mels, with the loss settings, of the held-out clips
@@ -170,6 +170,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
 
     t = cfg.train
     total = int(max_steps or t.training_steps)
+    ckpt_dir = os.path.join(cfg.run_dir, "checkpoints")
+    latest = checkpointing.latest_step(ckpt_dir)
+    if resume and init:
+        raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
+    if resume and latest is None:
+        raise UserError(f"nothing to resume: no checkpoint in {ckpt_dir}; run without --resume")
+    if not resume and latest is not None:
+        raise UserError(f"{cfg.run_dir} already holds checkpoints (last: step {latest}); pass --resume to "
+                        "continue that run, or set train.checkpoint_path to a new folder")
     task = task or build_task(cfg)
     mesh = sharding.make_mesh(t.fsdp)
     local_bs = sharding.check_batch_size(cfg.batch_size, mesh)
@@ -178,7 +187,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     # data
     train_paths, val_paths = _paths(cfg)
     train_files = data.probe(train_paths, cfg.sampling_rate, task.style)
-    val_files = data.probe(val_paths[: t.validation_max_files], cfg.sampling_rate, task.style)
+    val_files = data.probe(val_paths[: t.validation_max_files], cfg.sampling_rate, task.style, allow_empty=True)
     max_val = int(t.validation_max_seconds * cfg.sampling_rate) if t.validation_max_seconds else None
     clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val) for f in val_files]
     clips = [c for c in clips if len(c) >= 4 * task.hop_size]
@@ -187,35 +196,31 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                             process_index=jax.process_index(), process_count=jax.process_count(),
                             num_threads=t.data_threads)
     iterator = iter(ds)
+    validator = Validator(task, clips) if clips else None
 
     # state and step, sharded
     setup = build(task, mesh, cfg.segment_size, cfg.seed, t.fsdp_min_size)
     batch_sh, state_sh = setup.batch_sharding, setup.state_shardings
-    ckpt = checkpointing.Checkpointer(os.path.join(cfg.run_dir, "checkpoints"), keep=t.keep_checkpoints,
-                                      async_save=t.async_checkpointing)
-    latest = ckpt.latest_step()
-    started = "started"
     if resume:
-        if latest is None:
-            raise UserError(f"nothing to resume: no checkpoint in {ckpt.directory}; run without --resume")
-        if init:
-            raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
-        state, meta = ckpt.restore(latest, checkpointing.abstract_with_shardings(setup.abstract_state, state_sh),
-                                   iterator)
+        ckpt = checkpointing.Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpointing)
+        try:
+            state, _ = ckpt.restore(latest, checkpointing.abstract_with_shardings(setup.abstract_state, state_sh),
+                                    iterator)
+        except BaseException:
+            ckpt.close()
+            raise
         started = f"resumed from step {latest}"
     else:
-        if latest is not None:
-            raise UserError(f"{cfg.run_dir} already holds checkpoints (last: step {latest}); pass --resume to "
-                            "continue that run, or set train.checkpoint_path to a new folder")
         state = setup.init()
+        started = "started"
         if init:
             state, what = task.apply_init(state, init)
             started = f"initialised {what} from {init}"
+        ckpt = checkpointing.Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpointing)
     step = int(jax.device_get(state["step"]))
     step_fn = setup.step
 
     logger = _Logger(cfg.run_dir, primary)
-    validator = Validator(task, clips) if clips else None
     meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path}
     if progress is None:
         progress = sys.stderr.isatty()
@@ -225,7 +230,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
         n_dev = mesh.devices.size
         print(f"jaxvoc train: {started}; {len(train_files)} training / {len(clips)} validation file(s); "
               f"{n_dev} device(s) as data {mesh.shape['data']} x fsdp {mesh.shape['fsdp']}; run folder "
-              f"{cfg.run_dir}", file=sys.stderr)
+              f"{cfg.run_dir}", flush=True)
 
     last_saved = latest
     pending: tuple[int, Any] | None = None
@@ -256,7 +261,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
         if s % t.stdout_interval == 0 or s == total:
             bar.set_postfix_str(_fmt(m, task.metric_keys), refresh=False)
             if bar.disable and primary:
-                print(f"step {s}: {_fmt(m, task.metric_keys)}", file=sys.stderr)
+                print(f"step {s}: {_fmt(m, task.metric_keys)}", flush=True)
 
     try:
         while step < total:
@@ -280,7 +285,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                     if last_saved is None or step == t.validation_interval:
                         logger.media(step, f"ground_truth/{j}", validator.clips[j], validator.ref[j], cfg.sampling_rate)
                 if bar.disable and primary:
-                    print(f"step {step}: validation mel L1 {last_val:.4f}", file=sys.stderr)
+                    print(f"step {step}: validation mel L1 {last_val:.4f}", flush=True)
             if save_now:
                 ckpt.save(step, state, iterator, {**meta, "step": step})
                 last_saved = step
@@ -302,5 +307,5 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     if primary:
         val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
         print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"
-              + (f"; model exported to {export_dir}" if export_dir else ""), file=sys.stderr)
+              + (f"; model exported to {export_dir}" if export_dir else ""), flush=True)
     return {"step": step, "metrics": last_metrics, "validation": last_val, "state": state, "export": export_dir}
