@@ -28,6 +28,12 @@ def run(args) -> int:
     from jaxvoc.train import config as config_lib
     from jaxvoc.train import sharding
 
+    try:  # Orbax logs routine warnings through absl; keep the terminal to our own lines
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
     if args.init and not os.path.isdir(args.init):

@@ -80,7 +80,7 @@ def latest_step(directory: str) -> int | None:
     import orbax.checkpoint as ocp
 
     mngr = ocp.CheckpointManager(os.path.abspath(directory),
-                                 options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+                                 options=ocp.CheckpointManagerOptions(create=False),
                                  item_names=("state", "data", "meta"))
     try:
         return mngr.latest_step()
