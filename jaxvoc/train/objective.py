@@ -170,11 +170,15 @@ def cast_floating(tree: Any, dtype) -> Any:
 
 def make_flow_step(obj: FlowObjective, tx, prepare: Callable[[Array], Batch], *, compute_dtype=jnp.float32,
                    clip_grad_norm: float | None = None, lr_schedule: Callable | None = None,
-                   gather: Callable[[Any], Any] = lambda t: t) -> Callable[[dict, Array], tuple[dict, dict]]:
+                   gather: Callable[[Any], Any] = lambda t: t, cast_params: Callable | None = None
+                   ) -> Callable[[dict, Array], tuple[dict, dict]]:
     """The pure flow train step ``(state, audio) -> (state, metrics)``. With ``compute_dtype=bfloat16`` the
     parameters (float32 master copy in the state) and the batch are cast to bfloat16 for the forward and
-    backward pass; gradients arrive in float32 (the cast's transpose) and the update is float32."""
+    backward pass; gradients arrive in float32 (the cast's transpose) and the update is float32.
+    ``cast_params(params, dtype)`` replaces the cast of every floating leaf (an objective keeping some
+    weights in float32)."""
     low = jnp.dtype(compute_dtype) != jnp.float32
+    cast = cast_params or cast_floating
 
     def step_fn(state: dict, audio: Array) -> tuple[dict, dict]:
         batch = prepare(audio)
@@ -183,7 +187,7 @@ def make_flow_step(obj: FlowObjective, tx, prepare: Callable[[Array], Batch], *,
         def loss_fn(params):
             params = gather(params)
             if low:
-                return obj.loss(cast_floating(params, compute_dtype), cast_floating(batch, compute_dtype))
+                return obj.loss(cast(params, compute_dtype), cast_floating(batch, compute_dtype))
             return obj.loss(params, batch)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])

@@ -27,7 +27,9 @@ TASKS = {
 
 # name of the discriminator tree in a jaxvoc checkpoint (written by `jaxvoc convert bigvgan` when the model
 # folder holds bigvgan_discriminator_optimizer.pt, and by the export at the end of training)
-DISCRIMINATOR_TREE = "discriminators"
+DISCRIMINATOR_TREE = "discriminator"
+# converted official AdamW moments (``jaxvoc convert bigvgan`` with the discriminator/optimizer file)
+OPT_TREES = {"opt_g": "opt_state_g", "opt_d": "opt_state_d"}
 
 
 def load_factory(spec: str) -> Callable:
@@ -169,18 +171,30 @@ class BigVGANTask(Task):
         return float(self.schedule(step))
 
     def apply_init(self, state, ckpt_dir):
+        """Generator weights, and when the checkpoint has them the discriminators and the official AdamW
+        moments (count, mu, nu) of both optimizers. The step (and so the learning rate) starts at 0."""
         meta, load_tree = self._read_init(ckpt_dir)
+        trees = meta.get("trees", [])
         params = load_tree(ckpt_dir, "params")
         _check_same_structure(params, state["params_g"], "generator weights", ckpt_dir)
         state = {**state, "params_g": _place(params, state["params_g"])}
-        what = "generator"
-        if DISCRIMINATOR_TREE in meta.get("trees", []):
+        what = ["generator"]
+        if DISCRIMINATOR_TREE in trees:
             disc = load_tree(ckpt_dir, DISCRIMINATOR_TREE)
-            disc = {g: disc[g] for g in state["params_d"] if g in disc} if isinstance(disc, dict) else disc
             _check_same_structure(disc, state["params_d"], "discriminator weights", ckpt_dir)
             state = {**state, "params_d": _place(disc, state["params_d"])}
-            what += " and discriminators"
-        return state, what
+            what.append("discriminators")
+        for key, tree in OPT_TREES.items():
+            if tree in trees:
+                from jaxvoc.bigvgan_gan import load_adam_moments
+
+                moments = load_tree(ckpt_dir, tree)
+                params_key = "params_g" if key == "opt_g" else "params_d"
+                _check_same_structure(moments["mu"], state[params_key], f"{tree} moments", ckpt_dir)
+                new = load_adam_moments(jax.device_get(state[key]), moments)
+                state = {**state, key: _place(new, state[key])}
+                what.append(f"{key} moments")
+        return state, " + ".join(what)
 
     def export(self, state, out_dir):
         from jaxvoc import checkpoint
@@ -194,6 +208,34 @@ class BigVGANTask(Task):
 # WaveGlow
 
 
+class WaveGlowObjective:
+    """WaveGlow's flow objective: the official ``WaveGlowLoss(sigma)`` of the model's forward pass
+    (``waveglow.glow.WaveGlow.forward((mel, audio))``), batch = {"audio": [B, N], "mel": [B, frames, M]}.
+
+    Mixed precision (``cast_params``): every weight is cast to the compute dtype except the invertible 1x1
+    convolutions, whose log-determinant (slogdet) is taken in float32; the loss is summed in float32."""
+
+    name = "waveglow"
+
+    def __init__(self, config, sigma: float):
+        from jaxvoc.waveglow import WaveGlow
+
+        self.config = config
+        self.sigma = float(sigma)
+        self.model = WaveGlow(config)
+
+    def init(self, rng, batch):
+        return self.model.init(rng, batch["mel"][:1], batch["audio"][:1])["params"]
+
+    def loss(self, params, batch):
+        z, log_s, log_det = self.model.apply({"params": params}, batch["mel"], batch["audio"])
+        return objective_lib.waveglow_nll(z, log_s, log_det, self.sigma), {}
+
+    @staticmethod
+    def cast_params(params, dtype):
+        return {k: (v if k.startswith("convinv_") else objective_lib.cast_floating(v, dtype)) for k, v in params.items()}
+
+
 class WaveGlowTask(Task):
     kind = "waveglow"
     style = "waveglow"
@@ -201,4 +243,53 @@ class WaveGlowTask(Task):
 
     def __init__(self, cfg: TrainConfig, obj: objective_lib.FlowObjective | None = None):
         super().__init__(cfg)
-        raise UserError("WaveGlow training needs jaxvoc.waveglow, which this jaxvoc does not have yet")
+        try:
+            from jaxvoc.waveglow import WaveGlowConfig
+        except ImportError:
+            raise UserError("WaveGlow training needs jaxvoc.waveglow, which this jaxvoc does not have") from None
+        tc = cfg.model["train_config"]
+        self.model_config = WaveGlowConfig.from_dict(cfg.model, cfg.path)
+        self.mel_config = self.loss_mel_config = self.model_config.mel
+        self.hop_size = self.model_config.hop_length
+        self.sigma = float(tc["sigma"])
+        if obj is None:
+            obj = (load_factory(cfg.train.objective)(cfg) if cfg.train.objective
+                   else WaveGlowObjective(self.model_config, self.sigma))
+        self.obj = obj
+        self.learning_rate = float(tc["learning_rate"])
+        self.tx = optim.adam(self.learning_rate)
+        self.compute_dtype = jnp.bfloat16 if cfg.train.compute_dtype == "bfloat16" else jnp.float32
+        if cfg.segment_size % self.model_config.n_group:
+            raise UserError(f"{cfg.path}: segment_length {cfg.segment_size} is not a multiple of n_group "
+                            f"{self.model_config.n_group}")
+
+    def prepare(self, audio):
+        return {"audio": audio, "mel": mel_spectrogram(audio, self.mel_config)}
+
+    def init_state(self, rng, audio):
+        return objective_lib.init_flow_state(self.obj, self.tx, rng, self.prepare(audio))
+
+    def step_fn(self, gather=lambda t: t):
+        return objective_lib.make_flow_step(self.obj, self.tx, self.prepare, compute_dtype=self.compute_dtype,
+                                            lr_schedule=lambda step: jnp.float32(self.learning_rate), gather=gather,
+                                            cast_params=getattr(self.obj, "cast_params", None))
+
+    def synthesize(self, state, mel):
+        rng = jax.random.PRNGKey(self.cfg.seed)
+        return self.obj.model.apply({"params": state["params"]}, mel, self.cfg.train.validation_sigma, rng=rng,
+                                    method="infer")
+
+    def lr(self, step: int) -> float:
+        return self.learning_rate
+
+    def apply_init(self, state, ckpt_dir):
+        meta, load_tree = self._read_init(ckpt_dir)
+        params = load_tree(ckpt_dir, "params")
+        _check_same_structure(params, state["params"], "weights", ckpt_dir)
+        return {**state, "params": _place(params, state["params"])}, "WaveGlow"
+
+    def export(self, state, out_dir):
+        from jaxvoc import checkpoint
+
+        checkpoint.save(out_dir, "waveglow", self.model_config.to_dict(), jax.device_get(state["params"]),
+                        overwrite=True)
