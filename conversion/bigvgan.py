@@ -3,7 +3,9 @@ official PyTorch model for comparisons."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import glob
 import json
 import os
@@ -181,7 +183,8 @@ def compare(args) -> dict:
     mel = official_mel(audio, config)  # the official front-end feeds both models
     _, gen_path = locate(args.src) if not getattr(args, "config", None) else (None, args.src)
     model = official_model(config, common.load_torch_file(gen_path).get("generator"))
-    model.remove_weight_norm()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Removing weight norm..."
+        model.remove_weight_norm()
     model = model.to(tdev)
     mel_t = mel.to(tdev)
     with jax.default_device(jdev):
@@ -204,4 +207,4 @@ def compare(args) -> dict:
             "title": f"BigVGAN {os.path.basename(os.path.abspath(args.src))}",
             "max_abs": rp.max_abs(out, ref), "snr_db": rp.snr_db(out, ref),
             "logmel_l1": rp.logmel_l1(out, ref, cfg.mel), "time_pytorch_s": t_torch, "time_jax_s": t_jax,
-            "frames": int(mel.shape[-1])}
+            "frames": int(mel.shape[-1]), "sampling_rate": cfg.sampling_rate}

@@ -9,14 +9,13 @@ import dataclasses
 import functools
 import os
 import tempfile
-import warnings
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, warn
 
 Array = jax.Array
 
@@ -130,12 +129,12 @@ def load_audio(path: str, sampling_rate: int) -> np.ndarray:
     if data.shape[0] == 0:
         raise UserError(f"{path} holds no samples; give a non-empty audio file")
     if data.shape[1] > 1:
-        warnings.warn(f"{path}: {data.shape[1]} channels, down-mixed to mono")
+        warn(f"{path}: {data.shape[1]} channels, down-mixed to mono")
     y = data.mean(axis=1)
     if sr != sampling_rate:
         import librosa
 
-        warnings.warn(f"{path}: resampled from {sr} Hz to {sampling_rate} Hz")
+        warn(f"{path}: resampled from {sr} Hz to {sampling_rate} Hz")
         y = librosa.resample(y, orig_sr=sr, target_sr=sampling_rate).astype(np.float32)
     if not np.all(np.isfinite(y)):
         raise UserError(f"{path} contains NaN or Inf samples")
