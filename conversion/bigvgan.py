@@ -3,7 +3,9 @@ official PyTorch model for comparisons."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import glob
 import json
 import os
@@ -67,24 +69,44 @@ def expected_tree(config: BigVGANConfig) -> dict:
     return common.expected_shapes(lambda: BigVGAN(config).init(jax.random.PRNGKey(0), mel)["params"])
 
 
-def convert_state_dict(sd: dict[str, Any], config: BigVGANConfig, source: str) -> tuple[BigVGANConfig, dict]:
-    """(config with the checkpoint's exact anti-aliasing taps, weight-normed params)."""
+def convert_state_dict(sd: dict[str, Any], config: BigVGANConfig, source: str) -> dict:
+    """An official generator state dict -> weight-normed params (filters verified and dropped)."""
     sd = common.normalize_keys(common.to_numpy_state_dict(sd, source))
-    sd, taps = _take_filters(sd, source)
-    params = common.state_dict_to_params(sd, expected_tree(config), source,
-                                         transposed=lambda p: p[0].startswith("ups_"))
-    return dataclasses.replace(config, jaxvoc_antialias_filter=taps), params
+    sd, _ = _take_filters(sd, source)
+    return common.state_dict_to_params(sd, expected_tree(config), source,
+                                       transposed=lambda p: p[0].startswith("ups_"))
 
 
-def convert(src: str, config: str | None = None) -> tuple[dict, dict]:
+def with_checkpoint_taps(config: BigVGANConfig, sd: dict[str, Any], source: str) -> BigVGANConfig:
+    """The config carrying the state dict's exact float32 anti-aliasing taps (see _take_filters)."""
+    _, taps = _take_filters(common.to_numpy_state_dict(sd, source), source)
+    return dataclasses.replace(config, jaxvoc_antialias_filter=taps)
+
+
+def convert(src: str, config: str | None = None) -> tuple[dict, dict] | tuple[dict, dict, dict]:
     """Returns (config dict, weight-normed params) of an official BigVGAN folder (``config``: a config.json
-    to use instead of the one in the folder)."""
+    to use instead of the one in the folder). When the discriminator/optimizer file train.py writes beside
+    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), returns
+    (config dict, params, extra) with extra trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file
+    holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
+    :func:`convert_discriminator_file`)."""
     if config is not None and os.path.isfile(src):
         config_path, gen_path = config, src
     else:
         config_path, gen_path = locate(src)
         config_path = config or config_path
     cfg = BigVGANConfig.from_json(config_path)
+    sd = _generator_state_dict(gen_path)
+    params = convert_state_dict(sd, cfg, gen_path)
+    cfg = with_checkpoint_taps(cfg, sd, gen_path)
+    d_path = discriminator_path(gen_path)
+    if d_path is None:
+        return cfg.to_dict(), params
+    extra = convert_discriminator_file(d_path, cfg, generator_state_dict=sd)
+    return cfg.to_dict(), params, extra
+
+
+def _generator_state_dict(gen_path: str) -> dict:
     obj = common.load_torch_file(gen_path)
     if isinstance(obj, dict) and "generator" in obj:
         sd = obj["generator"]
@@ -94,8 +116,167 @@ def convert(src: str, config: str | None = None) -> tuple[dict, dict]:
         raise UserError(f"{gen_path} holds a {type(obj).__name__}; expected {{'generator': state_dict}}")
     if not isinstance(sd, dict) or not sd:
         raise UserError(f"{gen_path}: the generator entry is empty or not a state dict")
-    cfg, params = convert_state_dict(sd, cfg, gen_path)
-    return cfg.to_dict(), params
+    return sd
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Discriminators and optimizer state (bigvgan_discriminator_optimizer.pt / do_N of train.py)
+
+
+def discriminator_path(gen_path: str) -> str | None:
+    """The discriminator/optimizer file belonging to a generator file, if present: ``do_N`` for train.py's
+    ``g_N``, else ``bigvgan_discriminator_optimizer.pt`` in the same folder."""
+    folder, base = os.path.split(os.path.abspath(gen_path))
+    if base.startswith("g_"):
+        cand = os.path.join(folder, "do_" + base[2:])
+        return cand if os.path.exists(cand) else None
+    cand = os.path.join(folder, DISCRIMINATOR_FILE)
+    return cand if os.path.exists(cand) else None
+
+
+def discriminator_config(config: BigVGANConfig | dict, source: str = "config"):
+    from jaxvoc.discriminators import DiscriminatorConfig
+
+    d = config.to_dict() if isinstance(config, BigVGANConfig) else dict(config)
+    return DiscriminatorConfig.from_dict(d, source)
+
+
+def discriminator_expected_tree(dcfg, name: str) -> dict:
+    from jaxvoc.discriminators import discriminators
+
+    module = discriminators(dcfg)[name]
+    x = jnp.zeros((1, 1 << 15), jnp.float32)
+    return common.expected_shapes(lambda: module.init(jax.random.PRNGKey(0), x)["params"])
+
+
+def _cqtd_buffers(dcfg) -> dict[str, np.ndarray]:
+    """The constant buffers of the official CQTD's state dict, as the JAX model computes them."""
+    from jaxvoc.discriminators import cqt_plan, sinc_resample_kernel
+
+    out = {}
+    sr = dcfg.sampling_rate
+    for i, (hop, octs, bpo) in enumerate(zip(dcfg.cqtd_hop_lengths, dcfg.cqtd_n_octaves, dcfg.cqtd_bins_per_octaves)):
+        plan = cqt_plan(float(2 * sr), hop, bpo * octs, bpo)
+        p = f"discriminators.{i}."
+        out[p + "cqt_transform.lowpass_filter"] = plan.lowpass[None, None]
+        out[p + "cqt_transform.lenghts"] = plan.lengths
+        out[p + "cqt_transform.cqt_kernels_real"] = plan.kernel_real.transpose(2, 1, 0)
+        out[p + "cqt_transform.cqt_kernels_imag"] = plan.kernel_imag.transpose(2, 1, 0)
+        if plan.early_filter is not None:
+            out[p + "cqt_transform.early_downsample_filter"] = plan.early_filter[None, None]
+        out[p + "resample.kernel"] = sinc_resample_kernel(sr, 2 * sr)[0].transpose(2, 1, 0)
+    return out
+
+
+def _split_buffers(sd: dict[str, np.ndarray], dcfg, name: str, source: str) -> dict[str, np.ndarray]:
+    """Drops the CQT / resampling buffers after checking them against the JAX constants (a model with other
+    constants is refused rather than silently changed)."""
+    if name != "mrd" or not dcfg.use_cqtd_instead_of_mrd:
+        return sd
+    expected = _cqtd_buffers(dcfg)
+    out = {}
+    for k, v in sd.items():
+        if k in expected:
+            e = expected[k]
+            v = np.asarray(v, np.float64)
+            if v.shape != e.shape or np.max(np.abs(v - e)) > 1e-6 * max(1.0, float(np.max(np.abs(e)))):
+                raise UserError(f"{source}: {k} differs from the CQT constants of this config (nnAudio CQT2010v2 / "
+                                "torchaudio Resample); check that the config belongs to these weights")
+            continue
+        if ".cqt_transform." in k or k.endswith(".resample.kernel"):
+            raise UserError(f"{source}: unexpected CQT buffer {k}; check that the config belongs to these weights")
+        out[k] = v
+    return out
+
+
+def _is_buffer(key: str) -> bool:
+    return key.endswith(".filter") or ".cqt_transform." in key or key.endswith(".resample.kernel")
+
+
+def convert_discriminator_state_dict(sd: dict[str, Any], dcfg, name: str, source: str) -> dict:
+    """An official MPD (``name`` 'mpd') or MRD/CQTD ('mrd') state dict -> the JAX parameter tree."""
+    sd = common.normalize_keys(common.to_numpy_state_dict(sd, source))
+    sd = _split_buffers(sd, dcfg, name, source)
+    return common.state_dict_to_params(sd, discriminator_expected_tree(dcfg, name), f"{source} [{name}]")
+
+
+def _adam_moments(opt: Any, names: list[str], to_tree, source: str) -> dict | None:
+    """torch.optim.AdamW state dict -> {'count', 'mu', 'nu', hyperparameters} in the parameters' tree layout;
+    ``names`` are the parameter names in the optimizer's order; ``to_tree`` maps {name: tensor} to a tree.
+    None when the optimizer never stepped."""
+    if not isinstance(opt, dict) or "state" not in opt or "param_groups" not in opt:
+        raise UserError(f"{source}: the optimizer entry is not a torch optimizer state dict")
+    state, groups = opt["state"], opt["param_groups"]
+    if not state:
+        return None
+    if len(groups) != 1:
+        raise UserError(f"{source}: an optimizer with {len(groups)} parameter groups; expected the official one")
+    g = groups[0]
+    ids = list(g["params"])
+    if len(ids) != len(names):
+        raise UserError(f"{source}: the optimizer holds {len(ids)} parameters, the model {len(names)}; check that "
+                        "the config belongs to these weights")
+    if g.get("amsgrad", False):
+        raise UserError(f"{source}: AdamW with amsgrad is not supported (the official train.py does not use it)")
+    mu, nu, steps = {}, {}, set()
+    for pid, pname in zip(ids, names):
+        st = state.get(pid, state.get(str(pid)))
+        if st is None or "exp_avg" not in st or "exp_avg_sq" not in st:
+            raise UserError(f"{source}: no Adam moments for parameter {pname}; the optimizer state is incomplete")
+        mu[pname], nu[pname] = st["exp_avg"], st["exp_avg_sq"]
+        steps.add(int(float(st["step"])))
+    if len(steps) != 1:
+        raise UserError(f"{source}: parameters were stepped {sorted(steps)} times; expected one common step count")
+    b1, b2 = g["betas"]
+    scalars = {"lr": g["lr"], "initial_lr": g.get("initial_lr", g["lr"]), "b1": b1, "b2": b2, "eps": g["eps"],
+               "weight_decay": g["weight_decay"]}
+    return {"count": np.asarray(steps.pop(), np.int32), "mu": to_tree(mu), "nu": to_tree(nu),
+            **{k: np.asarray(float(v), np.float32) for k, v in scalars.items()}}
+
+
+def convert_discriminator_file(path: str, config: BigVGANConfig, generator_state_dict: dict | None = None) -> dict:
+    """train.py's {'mpd', 'mrd', 'optim_g', 'optim_d', 'steps', 'epoch'} -> extra trees:
+    ``discriminator`` = {'mpd': ..., 'mrd': ...} (MRD or CQTD under the official key 'mrd');
+    ``opt_state_g`` / ``opt_state_d`` = {'count', 'mu', 'nu', 'lr', 'initial_lr', 'b1', 'b2', 'eps',
+    'weight_decay'} with mu/nu shaped like params / discriminator (AdamW's exp_avg / exp_avg_sq and step;
+    load them into an optax state with :func:`jaxvoc.bigvgan_gan.load_adam_moments`), present when the file
+    holds a stepped optimizer (and, for the generator, when ``generator_state_dict`` gives the parameter
+    order); ``train_progress`` = {'steps', 'epoch'} as saved."""
+    dcfg = discriminator_config(config, path)
+    obj = common.load_torch_file(path)
+    if not isinstance(obj, dict) or "mpd" not in obj or "mrd" not in obj:
+        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise UserError(f"{path} holds {keys}; expected train.py's discriminator file with 'mpd' and 'mrd'")
+    sds = {name: obj[name] for name in ("mpd", "mrd")}
+    for name, sd in sds.items():
+        if not isinstance(sd, dict) or not sd:
+            raise UserError(f"{path}: the {name!r} entry is empty or not a state dict")
+    disc = {name: convert_discriminator_state_dict(sd, dcfg, name, path) for name, sd in sds.items()}
+    extra = {"discriminator": disc}
+
+    def param_names(sd):
+        return [k for k in common.normalize_keys(sd) if not _is_buffer(k)]
+
+    def d_tree(flat):
+        # torch's optim_d holds chain(mrd.parameters(), mpd.parameters())
+        return {name: convert_discriminator_state_dict({k[len(name) + 1:]: v for k, v in flat.items()
+                                                        if k.startswith(name + ".")}, dcfg, name, path)
+                for name in ("mpd", "mrd")}
+
+    if "optim_d" in obj:
+        names = [f"mrd.{k}" for k in param_names(sds["mrd"])] + [f"mpd.{k}" for k in param_names(sds["mpd"])]
+        m = _adam_moments(obj["optim_d"], names, d_tree, f"{path} [optim_d]")
+        if m is not None:
+            extra["opt_state_d"] = m
+    if "optim_g" in obj and generator_state_dict is not None:
+        names = param_names(generator_state_dict)
+        m = _adam_moments(obj["optim_g"], names, lambda flat: convert_state_dict(flat, config, path),
+                          f"{path} [optim_g]")
+        if m is not None:
+            extra["opt_state_g"] = m
+    if "steps" in obj or "epoch" in obj:
+        extra["train_progress"] = {k: np.asarray(int(obj.get(k, 0)), np.int64) for k in ("steps", "epoch")}
+    return extra
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -181,7 +362,8 @@ def compare(args) -> dict:
     mel = official_mel(audio, config)  # the official front-end feeds both models
     _, gen_path = locate(args.src) if not getattr(args, "config", None) else (None, args.src)
     model = official_model(config, common.load_torch_file(gen_path).get("generator"))
-    model.remove_weight_norm()
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Removing weight norm..."
+        model.remove_weight_norm()
     model = model.to(tdev)
     mel_t = mel.to(tdev)
     with jax.default_device(jdev):
@@ -204,4 +386,4 @@ def compare(args) -> dict:
             "title": f"BigVGAN {os.path.basename(os.path.abspath(args.src))}",
             "max_abs": rp.max_abs(out, ref), "snr_db": rp.snr_db(out, ref),
             "logmel_l1": rp.logmel_l1(out, ref, cfg.mel), "time_pytorch_s": t_torch, "time_jax_s": t_jax,
-            "frames": int(mel.shape[-1])}
+            "frames": int(mel.shape[-1]), "sampling_rate": cfg.sampling_rate}

@@ -90,6 +90,15 @@ def torch_key_to_path(key: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def path_to_torch_key(path: tuple[str, ...]) -> str:
+    """The inverse of torch_key_to_path, for messages: ('resblocks_2', 'convs1_1', 'kernel') ->
+    'resblocks.2.convs1.1.weight'."""
+    parts = [re.sub(r"_(\d+)", r".\1", p) for p in path]
+    if parts[-1] == "kernel":
+        parts[-1] = "weight"
+    return ".".join(parts)
+
+
 def to_jax_layout(value: np.ndarray, transposed_conv: bool = False) -> np.ndarray:
     """torch layouts -> jaxvoc layouts: Linear [out, in] -> [in, out]; Conv1d [out, in, K] -> [K, in, out];
     ConvTranspose1d [in, out, K] -> [K, in, out]; Conv2d [out, in, kh, kw] -> [kh, kw, in, out]. The same
@@ -160,7 +169,7 @@ def state_dict_to_params(sd: Mapping[str, np.ndarray], expected: Mapping[tuple[s
             continue
         if path[-1] in ("weight_v", "weight_g") and path[:-1] + ("kernel",) in flat:
             continue
-        missing.append(".".join(path))
+        missing.append(path_to_torch_key(path))
     # a layer given both folded and unfolded weights keeps the unfolded pair
     for path in list(flat):
         if path[-1] == "kernel" and path[:-1] + ("weight_v",) in flat:

@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
     config = BigVGANConfig.official(args.config).to_dict()
     model = cb.official_model(config, seed=0)
     cb.randomize_(model, 0)
-    cfg, params = cb.convert_state_dict(model.state_dict(), BigVGANConfig.from_dict(config), "official model")
+    sd = model.state_dict()
+    params = cb.convert_state_dict(sd, BigVGANConfig.from_dict(config), "official model")
+    cfg = cb.with_checkpoint_taps(BigVGANConfig.from_dict(config), sd, "official model")
     with contextlib.redirect_stdout(io.StringIO()):
         model.remove_weight_norm()
     model = model.to(tdev)

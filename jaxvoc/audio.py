@@ -9,14 +9,13 @@ import dataclasses
 import functools
 import os
 import tempfile
-import warnings
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, warn
 
 Array = jax.Array
 
@@ -54,10 +53,29 @@ def frame(x: Array, frame_length: int, hop: int) -> Array:
     return x[:, idx]
 
 
-def stft(x: Array, n_fft: int, hop: int, win_size: int) -> Array:
-    """torch.stft(center=False, onesided, Hann window) of already padded audio: complex [B, frames, n_fft//2+1]."""
-    frames = frame(x, n_fft, hop) * jnp.asarray(hann_window(win_size, n_fft), x.dtype)
+@functools.lru_cache(maxsize=64)
+def rect_window(win_size: int, n_fft: int) -> np.ndarray:
+    """torch.stft's window when none is given: ones over win_size, zero-padded to n_fft centred."""
+    left = (n_fft - win_size) // 2
+    return np.pad(np.ones(win_size, np.float32), (left, n_fft - win_size - left))
+
+
+def stft(x: Array, n_fft: int, hop: int, win_size: int, window: Literal["hann", "rect"] = "hann") -> Array:
+    """torch.stft(center=False, onesided) of already padded audio: complex [B, frames, n_fft//2+1]. ``window``:
+    periodic Hann (default), or 'rect' (torch.stft with window=None)."""
+    w = hann_window(win_size, n_fft) if window == "hann" else rect_window(win_size, n_fft)
+    frames = frame(x, n_fft, hop) * jnp.asarray(w, x.dtype)
     return jnp.fft.rfft(frames, axis=-1)
+
+
+def magnitude(spec: Array, eps: float = 0.0) -> Array:
+    """sqrt(re^2 + im^2 + eps) of a complex spectrum. With eps == 0 it is torch.abs / torch.norm, gradient
+    included: 0 (not inf/NaN) where the spectrum is exactly 0 (frames of digital silence)."""
+    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
+    if eps:
+        return jnp.sqrt(power + eps)
+    nonzero = power > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, power, 1.0)), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +91,7 @@ class MelConfig:
     fmin: float = 0.0
     fmax: float | None = None
     padding: Literal["bigvgan", "center"] = "bigvgan"
-    magnitude_eps: float = 1e-9  # added to re^2 + im^2 before the square root
+    magnitude_eps: float = 1e-9  # added to re^2 + im^2 before the square root (0: torch.abs, safe gradient)
     clip_val: float = 1e-5  # log(clamp(mel, clip_val))
 
     def frames(self, num_samples: int) -> int:
@@ -99,7 +117,7 @@ def magnitude_spectrogram(audio: Array, cfg: MelConfig, padded: bool = False) ->
     """|STFT| of [B, N] audio -> [B, frames, n_fft//2+1]; ``padded=True`` when reflect_pad was applied."""
     y = jnp.asarray(audio) if padded else reflect_pad(audio, cfg)
     spec = stft(y, cfg.n_fft, cfg.hop_size, cfg.win_size)
-    return jnp.sqrt(jnp.real(spec) ** 2 + jnp.imag(spec) ** 2 + cfg.magnitude_eps)
+    return magnitude(spec, cfg.magnitude_eps)
 
 
 def mel_spectrogram(audio: Array, cfg: MelConfig, padded: bool = False) -> Array:
@@ -130,12 +148,12 @@ def load_audio(path: str, sampling_rate: int) -> np.ndarray:
     if data.shape[0] == 0:
         raise UserError(f"{path} holds no samples; give a non-empty audio file")
     if data.shape[1] > 1:
-        warnings.warn(f"{path}: {data.shape[1]} channels, down-mixed to mono")
+        warn(f"{path}: {data.shape[1]} channels, down-mixed to mono")
     y = data.mean(axis=1)
     if sr != sampling_rate:
         import librosa
 
-        warnings.warn(f"{path}: resampled from {sr} Hz to {sampling_rate} Hz")
+        warn(f"{path}: resampled from {sr} Hz to {sampling_rate} Hz")
         y = librosa.resample(y, orig_sr=sr, target_sr=sampling_rate).astype(np.float32)
     if not np.all(np.isfinite(y)):
         raise UserError(f"{path} contains NaN or Inf samples")

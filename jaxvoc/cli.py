@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"jaxvoc: warning: {msg}\n"
+    for category in (FutureWarning, DeprecationWarning, UserWarning):  # library chatter, not user advice
+        warnings.filterwarnings("ignore", category=category)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,3 +8,10 @@ class UserError(Exception):
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise UserError(message)
+
+
+def warn(message: str) -> None:
+    """A user-facing warning: one line on stderr (not Python's warnings machinery, which filters may hide)."""
+    import sys
+
+    print(f"jaxvoc: warning: {message}", file=sys.stderr)

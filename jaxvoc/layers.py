@@ -2,7 +2,8 @@
 anti-aliased (kaiser-sinc) resampling of BigVGAN.
 
 Layout: every tensor is channels-last, ``[batch, time, channels]`` (XLA's fast layout on CPU and GPU).
-Kernels are ``[kernel_size, in_channels / groups, out_channels]`` (``WIO``), also for transposed convolutions.
+Kernels are ``[kernel_size, in_channels / groups, out_channels]`` (``WIO``), also for transposed convolutions;
+2D convolutions (the discriminators) take ``[B, H, W, C]`` with ``[kh, kw, Cin, Cout]`` (``HWIO``) kernels.
 
 Weight norm (Salimans & Kingma, as ``torch.nn.utils.weight_norm``): a layer created with ``weight_norm=True``
 owns ``weight_v`` (the direction, kernel-shaped) and ``weight_g`` (the gain, shaped like the kernel with size 1
@@ -170,6 +171,42 @@ class ConvTranspose1d(_WeightNormed):
         if self.use_bias:
             # torch's fan_in for a transposed conv weight [Cin, Cout, K] is Cout*K
             b = self.param("bias", _uniform(1.0 / math.sqrt(self.features * self.kernel_size)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+def conv2d(x: Array, kernel: Array, *, stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
+           padding: tuple[int, int] = (0, 0), precision=None) -> Array:
+    """torch.nn.functional.conv2d (groups=1, zero padding) in channels-last layout: x [B, H, W, Cin], kernel
+    [kh, kw, Cin, Cout] (HWIO). The spatial axes keep torch's order (H, W)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=tuple(stride), padding=[(p, p) for p in padding],
+        rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+
+
+class Conv2d(_WeightNormed):
+    """torch.nn.Conv2d (groups=1, zero padding; optionally weight-normed over the output channel, as
+    ``torch.nn.utils.weight_norm``'s dim=0), channels-last ``[B, H, W, C]``; kernel ``[kh, kw, Cin, Cout]``."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self._kernel(shape, -1, self.weight_norm, self.kernel_init)
+        y = conv2d(x, kernel, stride=self.stride, dilation=self.dilation, padding=self.padding,
+                   precision=self.precision)
+        if self.use_bias:
+            fan_in = shape[0] * shape[1] * shape[2]
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
             y = y + b.astype(y.dtype)
         return y
 

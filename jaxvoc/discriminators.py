@@ -1,0 +1,439 @@
+"""BigVGAN's discriminators (v1 and v2): MultiPeriodDiscriminator (MPD), MultiResolutionDiscriminator (MRD,
+v1) and MultiScaleSubbandCQTDiscriminator (CQTD, v2), following NVIDIA's ``bigvgan/discriminators.py`` (MIT).
+
+Each discriminator module maps audio ``[B, T]`` to ``(outputs, fmaps)``: one score tensor per
+sub-discriminator and, per sub-discriminator, the list of its feature maps (what the official ``forward``
+returns for one signal; the official ``forward(y, y_hat)`` is two such calls). Layout is channels-last
+``[B, H, W, C]`` with torch's spatial order (H, W) kept, so kernels map as [out, in, kh, kw] -> [kh, kw, in,
+out]. Sub-module names mirror the official state-dict names (``discriminators_0/convs_1`` is
+``discriminators.0.convs.1``).
+
+The CQT of CQTD is nnAudio's ``CQT2010v2`` (time-domain kernels of the top octave, applied to the signal
+and to successive 2x low-passed copies of it), preceded by torchaudio's 2x sinc resampling, both computed
+here from their defining formulas (float64 on the host, rounded to float32 as those libraries do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvoc.audio import magnitude, stft
+from jaxvoc.errors import UserError
+from jaxvoc.layers import Conv2d, conv1d
+
+Array = jax.Array
+LRELU_SLOPE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The discriminator keys of an official BigVGAN config.json (names and defaults as the official code)."""
+
+    sampling_rate: int
+    mpd_reshapes: tuple[int, ...]
+    use_spectral_norm: bool
+    discriminator_channel_mult: float
+    resolutions: tuple[tuple[int, int, int], ...] | None = None  # MRD (v1)
+    mrd_use_spectral_norm: bool | None = None  # overrides use_spectral_norm for MRD when present
+    mrd_channel_mult: float | None = None  # overrides discriminator_channel_mult for MRD when present
+    use_cqtd_instead_of_mrd: bool = False
+    use_mbd_instead_of_mrd: bool = False
+    cqtd_filters: int = 32
+    cqtd_max_filters: int = 1024
+    cqtd_filters_scale: int = 1
+    cqtd_dilations: tuple[int, ...] = (1, 2, 4)
+    cqtd_in_channels: int = 1
+    cqtd_out_channels: int = 1
+    cqtd_hop_lengths: tuple[int, ...] = (512, 256, 256)
+    cqtd_n_octaves: tuple[int, ...] = (9, 9, 9)
+    cqtd_bins_per_octaves: tuple[int, ...] = (24, 36, 48)
+    cqtd_normalize_volume: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "DiscriminatorConfig":
+        missing = [k for k in ("sampling_rate", "mpd_reshapes", "use_spectral_norm", "discriminator_channel_mult")
+                   if k not in d]
+        if missing:
+            raise UserError(f"{source} lacks the discriminator keys {missing}; give the official BigVGAN "
+                            "config.json (with its training section)")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: d[k] for k in names if k in d and d[k] is not None}
+        for k in ("mpd_reshapes", "cqtd_dilations", "cqtd_hop_lengths", "cqtd_n_octaves", "cqtd_bins_per_octaves"):
+            if k in kw:
+                kw[k] = tuple(int(v) for v in kw[k])
+        if "resolutions" in kw:
+            kw["resolutions"] = tuple(tuple(int(v) for v in r) for r in kw["resolutions"])
+        cfg = cls(**kw)
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str = "config") -> None:
+        if self.use_mbd_instead_of_mrd:
+            raise UserError(f"{source}: use_mbd_instead_of_mrd (MultiBandDiscriminator) is not supported; "
+                            "use the MRD (v1) or CQTD (v2) configuration")
+        if self.use_spectral_norm or (not self.use_cqtd_instead_of_mrd and self.mrd_spectral_norm):
+            raise UserError(f"{source}: spectral-normed discriminators (use_spectral_norm / mrd_use_spectral_norm) "
+                            "are not supported (no official BigVGAN config uses them); set them to false")
+        if self.use_cqtd_instead_of_mrd:
+            n = len(self.cqtd_hop_lengths)
+            if len(self.cqtd_n_octaves) != n or len(self.cqtd_bins_per_octaves) < n:
+                raise UserError(f"{source}: cqtd_hop_lengths, cqtd_n_octaves and cqtd_bins_per_octaves differ "
+                                "in length")
+            if self.cqtd_in_channels != 1:
+                raise UserError(f"{source}: cqtd_in_channels must be 1 (the official CQT takes mono audio)")
+            if min(self.cqtd_filters_scale * self.cqtd_filters, self.cqtd_max_filters) != self.cqtd_filters:
+                raise UserError(f"{source}: with these cqtd_filters / cqtd_filters_scale / cqtd_max_filters the "
+                                "official CQTD's layer widths do not fit together; use cqtd_filters_scale 1")
+            for hop, octs in zip(self.cqtd_hop_lengths, self.cqtd_n_octaves):
+                if hop % (2 ** (octs - 1)):
+                    raise UserError(f"{source}: cqtd hop length {hop} is not divisible by 2^(n_octaves-1) = "
+                                    f"{2 ** (octs - 1)}")
+        else:
+            if not self.resolutions or len(self.resolutions) != 3 or any(len(r) != 3 for r in self.resolutions):
+                raise UserError(f"{source}: MRD needs `resolutions`, three [n_fft, hop, win] triples (or set "
+                                "use_cqtd_instead_of_mrd)")
+
+    @property
+    def mrd_spectral_norm(self) -> bool:
+        return self.use_spectral_norm if self.mrd_use_spectral_norm is None else self.mrd_use_spectral_norm
+
+    @property
+    def mrd_mult(self) -> float:
+        return self.discriminator_channel_mult if self.mrd_channel_mult is None else self.mrd_channel_mult
+
+
+def leaky_relu(x: Array) -> Array:
+    return jnp.where(x >= 0, x, LRELU_SLOPE * x)
+
+
+def _pad_reflect_right(x: Array, n: int) -> Array:
+    return jnp.pad(x, ((0, 0), (0, n)), mode="reflect") if n else x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MPD
+
+
+class DiscriminatorP(nn.Module):
+    """Audio folded into [T/period, period]; 2D convs with (k, 1) kernels along time."""
+
+    period: int
+    d_mult: float
+    kernel_size: int = 5
+    stride: int = 3
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, list[Array]]:
+        B, T = x.shape
+        p = self.period
+        if T % p:
+            x = _pad_reflect_right(x, p - T % p)
+        x = x.reshape(B, -1, p, 1)
+        k, s, m = self.kernel_size, self.stride, self.d_mult
+        chans = [int(32 * m), int(128 * m), int(512 * m), int(1024 * m), int(1024 * m)]
+        fmap = []
+        for i, c in enumerate(chans):
+            last = i == len(chans) - 1
+            x = Conv2d(c, (k, 1), stride=(1, 1) if last else (s, 1), padding=(2, 0), weight_norm=True,
+                       name=f"convs_{i}")(x)
+            x = leaky_relu(x)
+            fmap.append(x)
+        x = Conv2d(1, (3, 1), padding=(1, 0), weight_norm=True, name="conv_post")(x)
+        fmap.append(x)
+        return x.reshape(B, -1), fmap
+
+
+class MultiPeriodDiscriminator(nn.Module):
+    config: DiscriminatorConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
+        outs, fmaps = [], []
+        for i, p in enumerate(self.config.mpd_reshapes):
+            o, f = DiscriminatorP(p, self.config.discriminator_channel_mult, name=f"discriminators_{i}")(x)
+            outs.append(o)
+            fmaps.append(f)
+        return outs, fmaps
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MRD (v1)
+
+
+def resolution_magnitude(x: Array, n_fft: int, hop: int, win: int) -> Array:
+    """DiscriminatorR.spectrogram: reflect pad (n_fft-hop)/2, torch.stft(center=False, rectangular window),
+    magnitude -> [B, n_fft//2+1, frames] (frequency first, as the official [B, F, TT])."""
+    pad = int((n_fft - hop) / 2)
+    x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
+    return jnp.swapaxes(magnitude(stft(x, n_fft, hop, win, window="rect")), 1, 2)
+
+
+class DiscriminatorR(nn.Module):
+    resolution: tuple[int, int, int]
+    d_mult: float
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, list[Array]]:
+        B = x.shape[0]
+        x = resolution_magnitude(x, *self.resolution)[..., None]  # [B, F, TT, 1]
+        c = int(32 * self.d_mult)
+        layers = [((3, 9), (1, 1), (1, 4)), ((3, 9), (1, 2), (1, 4)), ((3, 9), (1, 2), (1, 4)),
+                  ((3, 9), (1, 2), (1, 4)), ((3, 3), (1, 1), (1, 1))]
+        fmap = []
+        for i, (k, s, p) in enumerate(layers):
+            x = leaky_relu(Conv2d(c, k, stride=s, padding=p, weight_norm=True, name=f"convs_{i}")(x))
+            fmap.append(x)
+        x = Conv2d(1, (3, 3), padding=(1, 1), weight_norm=True, name="conv_post")(x)
+        fmap.append(x)
+        return x.reshape(B, -1), fmap
+
+
+class MultiResolutionDiscriminator(nn.Module):
+    config: DiscriminatorConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
+        outs, fmaps = [], []
+        for i, r in enumerate(self.config.resolutions):
+            o, f = DiscriminatorR(tuple(r), self.config.mrd_mult, name=f"discriminators_{i}")(x)
+            outs.append(o)
+            fmaps.append(f)
+        return outs, fmaps
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torchaudio's sinc resampling and nnAudio's CQT2010v2 (constants on the host, transforms in JAX)
+
+
+@functools.lru_cache(maxsize=16)
+def sinc_resample_kernel(orig_freq: int, new_freq: int, lowpass_filter_width: int = 6,
+                         rolloff: float = 0.99) -> tuple[np.ndarray, int, int, int]:
+    """torchaudio.transforms.Resample's kernel (sinc_interp_hann, computed in float64, kept as float32):
+    returns (kernel [K, 1, new] in WIO layout, width, orig, new) with the rates reduced by their gcd."""
+    g = math.gcd(int(orig_freq), int(new_freq))
+    orig, new = int(orig_freq) // g, int(new_freq) // g
+    base = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base)
+    idx = np.arange(-width, width + orig, dtype=np.float64)[None] / orig
+    t = np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx
+    t = np.clip(t * base, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(t == 0, 1.0, np.sin(t) / t)
+    k = (k * window * (base / orig)).astype(np.float32)  # [new, K]
+    return k.T[:, None, :], width, orig, new
+
+
+def resample(x: Array, orig_freq: int, new_freq: int) -> Array:
+    """torchaudio.transforms.Resample(orig_freq, new_freq) of [B, T] audio."""
+    if orig_freq == new_freq:
+        return x
+    kernel, width, orig, new = sinc_resample_kernel(orig_freq, new_freq)
+    B, T = x.shape
+    xp = jnp.pad(x, ((0, 0), (width, width + orig)))[..., None]
+    y = conv1d(xp, jnp.asarray(kernel), stride=orig, precision=jax.lax.Precision.HIGHEST)  # [B, L, new]
+    y = y.reshape(B, -1)
+    return y[:, :math.ceil(new * T / orig)]
+
+
+def _firwin2_lowpass(band_center: float, kernel_length: int, transition: float) -> np.ndarray:
+    """nnAudio's create_lowpass_filter (scipy.signal.firwin2), float32."""
+    from scipy import signal
+
+    freqs = [0.0, band_center / (1 + transition), band_center * (1 + transition), 1.0]
+    return signal.firwin2(kernel_length, freqs, [1.0, 1.0, 0.0, 0.0]).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class CQTPlan:
+    """The constants of one nnAudio CQT2010v2 (output_format Complex, constant padding, defaults elsewhere)."""
+
+    hop: int  # hop of the top octave, after early downsampling
+    n_bins: int
+    n_octaves: int
+    downsample_factor: int
+    kernel_real: np.ndarray  # [K, 1, n_filters] float32, time-domain top-octave kernels (WIO)
+    kernel_imag: np.ndarray
+    lowpass: np.ndarray  # [256] float32, the 2x low-pass
+    early_filter: np.ndarray | None  # [256] float32 or None
+    lengths: np.ndarray  # [n_bins] float32, the librosa normalisation lengths
+
+    @property
+    def n_fft(self) -> int:
+        return self.kernel_real.shape[0]
+
+
+@functools.lru_cache(maxsize=32)
+def cqt_plan(sr: float, hop_length: int, n_bins: int, bins_per_octave: int, fmin: float = 32.70,
+             filter_scale: float = 1, basis_norm: int = 1) -> CQTPlan:
+    """The constants nnAudio.features.cqt.CQT2010v2(sr, hop_length, fmin, n_bins=..., bins_per_octave=...,
+    earlydownsample=True, window='hann') builds, computed the same way."""
+    from scipy.signal import get_window
+
+    q = float(filter_scale) / (2 ** (1 / bins_per_octave) - 1)
+    lowpass = _firwin2_lowpass(0.50, 256, 0.001)
+    n_filters = min(bins_per_octave, n_bins)
+    n_octaves = int(np.ceil(float(n_bins) / bins_per_octave))
+    fmin_t = fmin * 2 ** (n_octaves - 1)
+    remainder = n_bins % bins_per_octave
+    if remainder == 0:
+        fmax_t = fmin_t * 2 ** ((bins_per_octave - 1) / bins_per_octave)
+    else:
+        fmax_t = fmin_t * 2 ** ((remainder - 1) / bins_per_octave)
+    fmin_t = fmax_t / 2 ** (1 - 1 / bins_per_octave)
+    if fmax_t > sr / 2:
+        raise UserError(f"CQT: the top bin {fmax_t:.0f} Hz exceeds the Nyquist frequency {sr / 2:.0f} Hz; "
+                        "reduce the number of octaves or bins")
+    # early downsampling (librosa's rule, as nnAudio's get_early_downsample_params)
+    filter_cutoff = fmax_t * (1 + 0.5 * 1.5 / q)
+    count1 = max(0, int(np.ceil(np.log2(0.85 * (sr // 2) / filter_cutoff)) - 1) - 1)
+    count2 = max(0, int(np.ceil(np.log2(hop_length))) - n_octaves + 1)
+    factor = 2 ** min(count1, count2)
+    early = None
+    if factor != 1:
+        hop_length //= factor
+        sr = sr / float(factor)
+        early = _firwin2_lowpass(1 / factor, 256, 0.03)
+    # top-octave kernels (create_cqt_kernels, time domain, L1-normalised, centred in fft_len)
+    freqs = fmin_t * 2.0 ** (np.r_[0:n_filters] / np.double(bins_per_octave))
+    lengths = np.ceil(q * sr / freqs)
+    fft_len = int(2 ** (np.ceil(np.log2(int(max(lengths))))))
+    kernels = np.zeros((n_filters, fft_len), dtype=np.complex64)
+    for k in range(n_filters):
+        n = lengths[k]
+        start = int(np.ceil(fft_len / 2.0 - n / 2.0)) - (1 if n % 2 == 1 else 0)
+        sig = get_window("hann", int(n), fftbins=True) * np.exp(
+            np.r_[-n // 2:n // 2] * 1j * 2 * np.pi * freqs[k] / sr) / n
+        kernels[k, start:start + int(n)] = sig / np.linalg.norm(sig, basis_norm) if basis_norm else sig
+    all_freqs = fmin * 2.0 ** (np.r_[0:n_bins] / np.double(bins_per_octave))
+    all_lengths = np.ceil(q * sr / all_freqs).astype(np.float32)
+    return CQTPlan(hop=hop_length, n_bins=n_bins, n_octaves=n_octaves, downsample_factor=factor,
+                   kernel_real=np.ascontiguousarray(kernels.real.T[:, None, :]),
+                   kernel_imag=np.ascontiguousarray(kernels.imag.T[:, None, :]),
+                   lowpass=lowpass, early_filter=early, lengths=all_lengths)
+
+
+def _lowpass_down(x: Array, taps: np.ndarray, factor: int) -> Array:
+    """nnAudio's downsampling_by_n: [B, N, 1] convolved with `taps`, stride `factor`, zero padding (K-1)//2."""
+    pad = (len(taps) - 1) // 2
+    return conv1d(x, jnp.asarray(taps)[:, None, None], stride=factor, padding=pad,
+                  precision=jax.lax.Precision.HIGHEST)
+
+
+def cqt(x: Array, plan: CQTPlan) -> Array:
+    """nnAudio CQT2010v2 (output_format='Complex', pad_mode='constant', normalization 'librosa') of [B, N]
+    audio -> [B, frames, n_bins, 2] (real, imaginary last; nnAudio gives [B, n_bins, frames, 2])."""
+    hi = jax.lax.Precision.HIGHEST
+    x = x[..., None]
+    if plan.early_filter is not None:
+        x = _lowpass_down(x, plan.early_filter, plan.downsample_factor)
+    kernel = jnp.asarray(np.concatenate([plan.kernel_real, plan.kernel_imag], axis=-1))
+    nf = plan.kernel_real.shape[-1]
+    pad = plan.n_fft // 2
+
+    def octave(xo, hop):
+        y = conv1d(xo, kernel, stride=hop, padding=pad, precision=hi)  # [B, frames, 2*nf]
+        return jnp.stack([y[..., :nf], -y[..., nf:]], axis=-1)  # [B, frames, nf, 2]
+
+    hop = plan.hop
+    octaves = [octave(x, hop)]
+    for _ in range(plan.n_octaves - 1):
+        hop //= 2
+        x = _lowpass_down(x, plan.lowpass, 2)
+        octaves.insert(0, octave(x, hop))
+    z = jnp.concatenate(octaves, axis=2)[:, :, -plan.n_bins:]
+    z = z * float(plan.downsample_factor)
+    return z * jnp.sqrt(jnp.asarray(plan.lengths))[None, None, :, None]  # float32 lengths, as nnAudio's buffer
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CQTD (v2)
+
+
+def _2d_padding(kernel: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    return ((kernel[0] - 1) * dilation[0]) // 2, ((kernel[1] - 1) * dilation[1]) // 2
+
+
+class DiscriminatorCQT(nn.Module):
+    config: DiscriminatorConfig
+    hop_length: int
+    n_octaves: int
+    bins_per_octave: int
+
+    @property
+    def plan(self) -> CQTPlan:
+        return cqt_plan(float(self.config.sampling_rate * 2), self.hop_length,
+                        self.bins_per_octave * self.n_octaves, self.bins_per_octave)
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, list[Array]]:
+        c = self.config
+        if c.cqtd_normalize_volume:
+            x = x - jnp.mean(x, axis=-1, keepdims=True)
+            x = 0.8 * x / (jnp.max(jnp.abs(x), axis=-1, keepdims=True) + 1e-9)
+        x = resample(x, c.sampling_rate, c.sampling_rate * 2)
+        z = cqt(x, self.plan)  # [B, T, W, 2]: (real, imag) as the channels (the official "amplitude", "phase")
+        k = (3, 9)
+        bpo = self.bins_per_octave
+        z = jnp.concatenate([
+            Conv2d(c.cqtd_in_channels * 2, k, padding=_2d_padding(k), name=f"conv_pres_{i}")(
+                z[:, :, i * bpo:(i + 1) * bpo]) for i in range(self.n_octaves)], axis=2)
+        fmap = []
+        z = leaky_relu(Conv2d(c.cqtd_filters, k, padding=_2d_padding(k), name="convs_0")(z))
+        fmap.append(z)
+        for i, d in enumerate(c.cqtd_dilations):
+            out = min(c.cqtd_filters_scale ** (i + 1) * c.cqtd_filters, c.cqtd_max_filters)
+            z = Conv2d(out, k, stride=(1, 2), dilation=(d, 1), padding=_2d_padding(k, (d, 1)), weight_norm=True,
+                       name=f"convs_{i + 1}")(z)
+            z = leaky_relu(z)
+            fmap.append(z)
+        out = min(c.cqtd_filters_scale ** (len(c.cqtd_dilations) + 1) * c.cqtd_filters, c.cqtd_max_filters)
+        z = leaky_relu(Conv2d(out, (3, 3), padding=(1, 1), weight_norm=True,
+                              name=f"convs_{len(c.cqtd_dilations) + 1}")(z))
+        fmap.append(z)
+        z = Conv2d(c.cqtd_out_channels, (3, 3), padding=(1, 1), weight_norm=True, name="conv_post")(z)
+        return z, fmap
+
+
+class MultiScaleSubbandCQTDiscriminator(nn.Module):
+    config: DiscriminatorConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
+        c = self.config
+        outs, fmaps = [], []
+        for i in range(len(c.cqtd_hop_lengths)):
+            o, f = DiscriminatorCQT(c, c.cqtd_hop_lengths[i], c.cqtd_n_octaves[i], c.cqtd_bins_per_octaves[i],
+                                    name=f"discriminators_{i}")(x)
+            outs.append(o)
+            fmaps.append(f)
+        return outs, fmaps
+
+
+def second_discriminator(config: DiscriminatorConfig) -> nn.Module:
+    """The discriminator the official train.py pairs with MPD (its variable and checkpoint key `mrd`): CQTD
+    when use_cqtd_instead_of_mrd, else MRD."""
+    if config.use_cqtd_instead_of_mrd:
+        return MultiScaleSubbandCQTDiscriminator(config)
+    return MultiResolutionDiscriminator(config)
+
+
+def discriminators(config: DiscriminatorConfig) -> dict[str, nn.Module]:
+    """{'mpd': MPD, 'mrd': MRD or CQTD}: the official train.py's two discriminator groups, by checkpoint key."""
+    return {"mpd": MultiPeriodDiscriminator(config), "mrd": second_discriminator(config)}
+
+
+def init_params(config: DiscriminatorConfig, seed: int = 0, num_samples: int = 8192) -> dict:
+    """Fresh parameters {'mpd': ..., 'mrd': ...}, initialised as torch initialises the official modules."""
+    x = jnp.zeros((1, num_samples), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    return {name: m.init(k, x)["params"] for (name, m), k in zip(discriminators(config).items(), keys)}
