@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(VPY) -m pip install -q "torch==2.13.0"
 	$(VPY) -m pip install -q -e ".[conversion,dev]"
 	$(VPY) -m pip install -q --no-deps bigvgan==2.4.1 waveglow==22.12.28 tacotron2==22.12.28 nemo_toolkit==3.0.0
+	# the official BigVGAN discriminators: nnAudio's CQT and torchaudio's Resample (no torchaudio is built for
+	# torch 2.13; 2.11's pure-Python transforms import and run against it)
+	$(VPY) -m pip install -q --no-deps nnAudio==0.3.4 torchaudio==2.11.0
 	$(VPY) -m pip install -q scipy huggingface_hub "hydra-core>1.3,<=1.3.2" "omegaconf<=2.3" \
 	    "lightning>2.2.1,<=2.4.0" wrapt einops onnx nv_one_logger_core nv_one_logger_training_telemetry \
 	    nv_one_logger_pytorch_lightning_integration text-unidecode lhotse transformers sentencepiece pandas \
-	    kaldialign braceexpand webdataset smart-open tensorboard datasets wandb
+	    kaldialign braceexpand webdataset smart-open tensorboard datasets wandb tensorboardX
 	touch $(STAMP)
 
 test: venv

@@ -11,6 +11,11 @@ import pytest
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One persistent XLA compilation cache for the test run and the CLI subprocesses it starts: the same small
+# models are compiled by several tests (gitignored; delete it freely).
+XLA_CACHE = os.path.join(REPO, ".jax_cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 def fixture_path(name: str) -> str:
