@@ -31,7 +31,7 @@ def _state(run):
 
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     wavs = write_wavs(tmp_path / "wavs")
-    env = cli_env(tmp_path / "jax_cache")
+    env = cli_env()  # the test run's persistent compilation cache (conftest)
     cfg_a = write_config(tmp_path / "a.json", wavs, str(tmp_path / "run_a"), training_steps=8)
     cfg_b = write_config(tmp_path / "b.json", wavs, str(tmp_path / "run_b"), training_steps=8)
 

@@ -263,7 +263,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             if bar.disable and primary:
                 print(f"step {s}: {_fmt(m, task.metric_keys)}", flush=True)
 
+    def validate(s: int) -> float:
+        err, samples = validator(state)
+        logger.scalars(s, {"mel_spec_error": err}, "validation", "validation.jsonl")
+        for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
+            logger.media(s, f"generated/{j}", y, m, cfg.sampling_rate)
+            if s == first_step:
+                logger.media(s, f"ground_truth/{j}", validator.clips[j], validator.ref[j], cfg.sampling_rate)
+        if bar.disable and primary:
+            print(f"step {s}: validation mel L1 {err:.4f}", flush=True)
+        return err
+
+    first_step = step
     try:
+        if validator is not None and not resume:  # the starting point of the validation curve
+            last_val = validate(step)
         while step < total:
             audio = next(iterator)
             state, metrics = step_fn(state, sharding.global_batch(audio, batch_sh))
@@ -278,14 +292,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                 report(step, check(*pending))
                 pending = None
             if validate_now:
-                last_val, samples = validator(state)
-                logger.scalars(step, {"mel_spec_error": last_val}, "validation", "validation.jsonl")
-                for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
-                    logger.media(step, f"generated/{j}", y, m, cfg.sampling_rate)
-                    if last_saved is None or step == t.validation_interval:
-                        logger.media(step, f"ground_truth/{j}", validator.clips[j], validator.ref[j], cfg.sampling_rate)
-                if bar.disable and primary:
-                    print(f"step {step}: validation mel L1 {last_val:.4f}", flush=True)
+                last_val = validate(step)
             if save_now:
                 ckpt.save(step, state, iterator, {**meta, "step": step})
                 last_saved = step
