@@ -17,6 +17,7 @@ object's attributes, else from the tensor shapes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -331,10 +332,10 @@ def randomize_(model, seed: int, end_scale: float = 0.1, w_scale: float = 0.1) -
 
 
 @contextlib.contextmanager
-def official_noise(draws: Sequence[Any] | None = None, seed: int = 0) -> Iterator[list]:
+def official_noise(draws: Sequence[Any] | None = None, seed: int = 0, dtype=None) -> Iterator[list]:
     """Replaces the official infer's ``torch.cuda.FloatTensor(...).normal_()`` (CUDA only) by CPU tensors:
-    the given ``draws`` in order (channels-first torch tensors or numpy arrays), or seeded normal noise.
-    Yields the list of tensors handed out."""
+    the given ``draws`` in order (channels-first torch tensors or numpy arrays), or seeded normal noise, as
+    ``dtype`` (float32; float64 for a ``.double()`` model). Yields the list of tensors handed out."""
     import torch
 
     given = list(draws) if draws is not None else None
@@ -349,11 +350,11 @@ def official_noise(draws: Sequence[Any] | None = None, seed: int = 0) -> Iterato
             if given is not None:
                 if not given:
                     raise AssertionError("the official infer drew more noise than given")
-                t = torch.as_tensor(np.asarray(given.pop(0))).float()
+                t = torch.as_tensor(np.asarray(given.pop(0))).to(dtype or torch.float32)
                 if tuple(t.shape) != self.size:
                     raise AssertionError(f"noise of shape {tuple(t.shape)} given, {self.size} drawn")
             else:
-                t = torch.randn(self.size, generator=gen)
+                t = torch.randn(self.size, generator=gen).to(dtype or torch.float32)
             handed.append(t)
             return t
 
@@ -368,6 +369,21 @@ def official_noise(draws: Sequence[Any] | None = None, seed: int = 0) -> Iterato
                 delattr(torch.cuda, n)
             else:
                 setattr(torch.cuda, n, v)
+
+
+def double_model(model):
+    """A float64 copy of an official model for reference runs: ``.double()``, with every invertible conv's
+    cached inverse computed in float64 (the official infer would invert in float32 and cast)."""
+    import torch
+
+    detach_weight_norm_(model)
+    import copy
+
+    m64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        for inv in m64.convinv:
+            inv.W_inverse = inv.conv.weight.squeeze().double().inverse()[..., None]
+    return m64
 
 
 def make_noise(cfg: WaveGlowConfig, batch: int, frames: int, seed: int) -> list[np.ndarray]:
@@ -398,9 +414,19 @@ def tacotron_librosa() -> Iterator[None]:
 
 
 def official_stft(cfg: WaveGlowConfig):
-    """tacotron2.layers.TacotronSTFT with the config's data settings."""
+    """tacotron2.layers.TacotronSTFT with the config's data settings (cached: its constructor takes a pinv of
+    the Fourier basis, seconds)."""
+    return _official_stft(cfg.filter_length, cfg.hop_length, cfg.win_length, cfg.n_mel_channels, cfg.sampling_rate,
+                          cfg.mel_fmin, cfg.mel_fmax)
+
+
+@functools.lru_cache(maxsize=4)
+def _official_stft(filter_length, hop_length, win_length, n_mel_channels, sampling_rate, mel_fmin, mel_fmax):
     from tacotron2.layers import TacotronSTFT
 
+    cfg = WaveGlowConfig(filter_length=filter_length, hop_length=hop_length, win_length=win_length,
+                         n_mel_channels=n_mel_channels, sampling_rate=sampling_rate, mel_fmin=mel_fmin,
+                         mel_fmax=mel_fmax)
     with tacotron_librosa():
         return TacotronSTFT(filter_length=cfg.filter_length, hop_length=cfg.hop_length, win_length=cfg.win_length,
                             n_mel_channels=cfg.n_mel_channels, sampling_rate=cfg.sampling_rate,
@@ -465,6 +491,15 @@ def save_state_dict(path: str, model, wrap: bool = True, prefix: str = "") -> st
     sd = {prefix + k: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": sd, "epoch": 1} if wrap else sd, path)
     return path
+
+
+def detach_weight_norm_(model):
+    """Makes a weight-normed torch model deep-copyable (torch refuses to copy the cached non-leaf ``weight``
+    that weight_norm keeps; it is recomputed by the hook on every forward anyway). Returns the model."""
+    for mod in model.modules():
+        if "weight_g" in mod._parameters and isinstance(getattr(mod, "weight", None), __import__("torch").Tensor):
+            mod.weight = mod.weight.detach()
+    return model
 
 
 def unfuse_cond_(model) -> None:
@@ -543,15 +578,19 @@ def compare(args) -> dict:
     jmodel = Pretrained(cfg, params)
     mel_j = jnp.asarray(mel.numpy().transpose(0, 2, 1))
     audio_t = torch.from_numpy(np.ascontiguousarray(audio[: (frames - 1) * cfg.hop_length]))[None]
-    # training direction and likelihood (weight norm kept, as in training)
-    with torch.no_grad():
-        z_t, log_s_t, log_det_t = model((mel, audio_t))
-        loss_t = float(_official_loss(sigma)((z_t, log_s_t, log_det_t)))
-    z_j, log_s_j, log_det_j = jmodel.forward(mel_j, jnp.asarray(audio_t.numpy()))
-    loss_j = float(nll(z_j, log_s_j, log_det_j, sigma))
-    z_ref = z_t.numpy().transpose(0, 2, 1)
+    # training direction and likelihood (weight norm kept, as in training); glow_old.py has no forward
+    fwd = None
+    if not cfg.glow_old:
+        with torch.no_grad():
+            z_t, log_s_t, log_det_t = model((mel, audio_t))
+            loss_t = float(_official_loss(sigma)((z_t, log_s_t, log_det_t)))
+        z_j, log_s_j, log_det_j = jmodel.forward(mel_j, jnp.asarray(audio_t.numpy()))
+        loss_j = float(nll(z_j, log_s_j, log_det_j, sigma))
+        z_snr = rp.snr_db(np.asarray(z_j), z_t.numpy().transpose(0, 2, 1))
+        fwd = {"z_snr_db": z_snr, "nll_official": loss_t, "nll_jax": loss_j,
+               "nll_relative_error": abs(loss_j - loss_t) / abs(loss_t)}
     with _quiet():
-        model = model.remove_weightnorm(model) if not cfg.glow_old else _remove_wn_old(model)
+        model = model.remove_weightnorm(model)
     run_t = lambda: model.infer(mel, sigma=sigma)  # noqa: E731
     with torch.inference_mode(), official_noise(to_torch_noise(noise)):
         ref = run_t()[0].numpy()
@@ -562,21 +601,23 @@ def compare(args) -> dict:
     out = np.asarray(infer_j(jmodel.params, mel_j, sigma, noise_j))[0]
     t_jax = rp.time_call(lambda: jmodel.vocode(mel_j, sigma=sigma, seed=args.seed), args.repeats, 1, rp.jax_sync)
     seconds = len(ref) / cfg.sampling_rate
-    nll_rel = abs(loss_j - loss_t) / abs(loss_t)
     rows = [("frames", f"{frames} ({seconds:.2f} s of audio), sigma {sigma}, noise seed {args.seed}"),
             ("infer max abs error", f"{rp.max_abs(out, ref):.3e}"),
             ("infer SNR", f"{rp.snr_db(out, ref):.1f} dB"),
-            ("infer log-mel L1", f"{rp.logmel_l1(out, ref, cfg.mel):.3e}"),
-            ("forward z SNR", f"{rp.snr_db(np.asarray(z_j), z_ref):.1f} dB"),
-            ("NLL", f"official {loss_t:.7g}, jax {loss_j:.7g} (relative error {nll_rel:.2e})"),
-            ("pytorch time", f"{t_torch * 1e3:.1f} ms ({seconds / t_torch:.2f}x real time)"),
+            ("infer log-mel L1", f"{rp.logmel_l1(out, ref, cfg.mel):.3e}")]
+    if fwd is not None:
+        rows += [("forward z SNR", f"{fwd['z_snr_db']:.1f} dB"),
+                 ("NLL", f"official {fwd['nll_official']:.7g}, jax {fwd['nll_jax']:.7g} "
+                         f"(relative error {fwd['nll_relative_error']:.2e})")]
+    else:
+        rows += [("forward / NLL", "n/a (glow_old.py has no training direction)")]
+    rows += [("pytorch time", f"{t_torch * 1e3:.1f} ms ({seconds / t_torch:.2f}x real time)"),
             ("jax time", f"{t_jax * 1e3:.1f} ms ({seconds / t_jax:.2f}x real time)"),
             ("speed ratio", f"{t_torch / t_jax:.2f} (jax over pytorch)")]
     return {"rows": rows, "reference": ref, "jax": out, "mel_config": cfg.mel,
             "title": f"WaveGlow {os.path.basename(os.path.abspath(args.src))}",
             "max_abs": rp.max_abs(out, ref), "snr_db": rp.snr_db(out, ref),
-            "logmel_l1": rp.logmel_l1(out, ref, cfg.mel), "z_snr_db": rp.snr_db(np.asarray(z_j), z_ref),
-            "nll_official": loss_t, "nll_jax": loss_j, "nll_relative_error": nll_rel,
+            "logmel_l1": rp.logmel_l1(out, ref, cfg.mel), **(fwd or {}),
             "time_pytorch_s": t_torch, "time_jax_s": t_jax, "frames": int(frames), "sigma": sigma,
             "seed": int(args.seed)}
 
@@ -585,16 +626,3 @@ def _official_loss(sigma: float):
     from waveglow.glow import WaveGlowLoss
 
     return WaveGlowLoss(sigma)
-
-
-def _remove_wn_old(model):
-    """remove_weightnorm for glow_old models (its own static method lacks the per-layer cond convs' name)."""
-    import torch
-
-    for wn in model.WN:
-        for name in ("start",):
-            setattr(wn, name, torch.nn.utils.remove_weight_norm(getattr(wn, name)))
-        for lst in ("in_layers", "cond_layers", "res_skip_layers"):
-            for conv in getattr(wn, lst):
-                torch.nn.utils.remove_weight_norm(conv)
-    return model

@@ -387,7 +387,7 @@ def init_params(config: WaveGlowConfig, seed: int = 0, frames: int = 4) -> dict:
     """Fresh parameters (weight norm unfolded), initialised like the official code (``end`` zeroed)."""
     mel = jnp.zeros((1, frames, config.n_mel_channels), jnp.float32)
     audio = jnp.zeros((1, frames * UPSAMPLE_STRIDE), jnp.float32)
-    return WaveGlow(config).init(jax.random.PRNGKey(seed), mel, audio)["params"]
+    return jax.jit(WaveGlow(config).init)(jax.random.PRNGKey(seed), mel, audio)["params"]
 
 
 def prepare_for_inference(params: dict) -> dict:
