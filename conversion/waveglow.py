@@ -549,9 +549,12 @@ def unfuse_res_skip_(model) -> None:
 
 
 def default_input() -> str:
+    """The 22.05 kHz speech fixture of a source checkout, else the packaged 24 kHz sample (resampled)."""
     import jaxvoc
 
-    return os.path.join(os.path.dirname(os.path.dirname(jaxvoc.__file__)), "tests", "fixtures", "speech_22050.wav")
+    here = os.path.dirname(jaxvoc.__file__)
+    fixture = os.path.join(os.path.dirname(here), "tests", "fixtures", "speech_22050.wav")
+    return fixture if os.path.exists(fixture) else os.path.join(here, "assets", "speech_24000.wav")
 
 
 def compare(args) -> dict:

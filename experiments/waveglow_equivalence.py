@@ -2,6 +2,7 @@
 float32, CPU, for the published config (12 flows, 8-layer 256-channel WNs) and a smaller one.
 
     python experiments/waveglow_equivalence.py [--seconds 1.5] [--offset 0.5] [--configs published,small]
+                                               [--no-mel]
 
 For each config: stand-in weights from the official package (fixed seed, non-trivial ``end`` layers and 1x1
 convs, see conversion.waveglow.randomize_), saved as a published-style full-object pickle and converted by
@@ -14,6 +15,9 @@ Measured:
 * forward (training direction): SNR of z, the same three ways;
 * NLL (official WaveGlowLoss, sigma 1.0 as in the training config): relative error of jaxvoc vs official
   float32, and of each vs float64.
+
+Also the Tacotron2 mel front-end vs TacotronSTFT and a float64 computation, on the whole speech fixture
+and on noise (bounds: 3e-4 max, 1e-5 mean abs; no further from float64 than the official, within 10%).
 
 Criteria (issue 3): infer >= 100 dB, z >= 110 dB, NLL <= 1e-5 relative; jaxvoc no further from float64 than
 the official float32 (within 3 dB; 2x for the NLL). Prints a table per config and PASS/FAIL per criterion.
@@ -102,6 +106,57 @@ def measure(name: str, overrides: dict, audio: np.ndarray, seed: int = 0) -> dic
     return res
 
 
+def mel_report(audio_full: np.ndarray) -> list[bool]:
+    """Tacotron2 log-mel: jaxvoc (direct DFT, the default for WaveGlow; and the FFT variant for reference) vs
+    TacotronSTFT.mel_spectrogram, and each vs a float64 computation (numpy FFT, float64 window/filters)."""
+    import dataclasses as dc
+
+    import jax
+    import jax.numpy as jnp
+    import librosa
+
+    from conversion import waveglow as cw
+    from jaxvoc.audio import mel_spectrogram
+    from jaxvoc.waveglow import WaveGlowConfig
+
+    cfg = WaveGlowConfig()
+
+    def mel64(y):
+        yp = np.pad(y.astype(np.float64), cfg.filter_length // 2, mode="reflect")
+        n = 1 + (len(yp) - cfg.filter_length) // cfg.hop_length
+        idx = cfg.hop_length * np.arange(n)[:, None] + np.arange(cfg.filter_length)[None]
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(cfg.win_length) / cfg.win_length)
+        fb = librosa.filters.mel(sr=cfg.sampling_rate, n_fft=cfg.filter_length, n_mels=cfg.n_mel_channels,
+                                 fmin=cfg.mel_fmin, fmax=cfg.mel_fmax, dtype=np.float64)
+        return np.log(np.maximum(np.abs(np.fft.rfft(yp[idx] * w, axis=-1)) @ fb.T, 1e-5))
+
+    signals = {"speech (whole fixture)": audio_full,
+               "uniform noise": np.random.default_rng(0).uniform(-1, 1, 30000).astype(np.float32)}
+    print("\nmel front-end (log-mel, max / mean abs difference)")
+    print(f"  {'signal':24s} {'transform':9s} {'jax vs official':>22s} {'jax vs f64':>22s} {'official vs f64':>22s}")
+    ok = []
+    for name, y in signals.items():
+        off = cw.official_mel(y, cfg)[0].numpy().T
+        r64 = mel64(y)
+        o = np.abs(off - r64)
+        for transform in ("dft", "fft"):
+            mc = dc.replace(cfg.mel, transform=transform)
+            ours = np.asarray(jax.jit(lambda a: mel_spectrogram(a, mc))(jnp.asarray(y)[None]))[0]
+            d, e = np.abs(ours - off), np.abs(ours - r64)
+            line = (f"  {name:24s} {transform:9s} {d.max():10.2e} / {d.mean():8.2e} {e.max():10.2e} / {e.mean():8.2e} "
+                    f"{o.max():10.2e} / {o.mean():8.2e}")
+            if transform == cfg.mel.transform:
+                p1 = d.max() <= 3e-4 and d.mean() <= 1e-5
+                p2 = e.max() <= 1.1 * o.max() and e.mean() <= 1.1 * o.mean()
+                ok += [p1, p2]
+                line += (f"  bounds {'PASS' if p1 else 'FAIL'}; vs f64 within 10% of official "
+                         f"{'PASS' if p2 else 'FAIL'} ({e.max() / o.max():.2f}x max, {e.mean() / o.mean():.2f}x mean)")
+            else:
+                line += f"  (not used: {e.max() / o.max():.2f}x max, {e.mean() / o.mean():.2f}x mean of official's)"
+            print(line)
+    return ok
+
+
 def report(res: dict) -> list[bool]:
     print(f"\n{res['config']}: {res['frames']} frames ({res['seconds']:.2f} s of speech)")
     print(f"  {'quantity':18s} {'jax vs official':>16s} {'jax vs f64':>12s} {'official vs f64':>16s}  criteria")
@@ -128,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--offset", type=float, default=0.5, help="start of the excerpt in the fixture (s)")
     p.add_argument("--configs", default="published,small")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-mel", action="store_true", help="skip the mel front-end comparison")
     args = p.parse_args(argv)
 
     from jaxvoc.audio import load_audio
@@ -135,6 +191,7 @@ def main(argv=None) -> int:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
                         "speech_22050.wav")
     audio = load_audio(path, 22050)
+    audio_full = audio
     start = int(args.offset * 22050)
     audio = audio[start:start + int(args.seconds * 22050)]
     audio = audio[:len(audio) // 256 * 256]
@@ -145,8 +202,8 @@ def main(argv=None) -> int:
           f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); float32 on the CPU")
     print(f"input: tests/fixtures/speech_22050.wav, {args.offset:.2f} s + {len(audio) / 22050:.2f} s")
-    ok = []
-    for name in args.configs.split(","):
+    ok = [] if args.no_mel else mel_report(audio_full)
+    for name in filter(None, args.configs.split(",")):
         t = time.time()
         ok += report(measure(name, CONFIGS[name], audio, args.seed))
         print(f"  ({time.time() - t:.0f} s)")
