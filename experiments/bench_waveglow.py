@@ -25,6 +25,23 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def flops(cfg, n_samples: int) -> dict[str, float]:
+    """Floating-point operations (2 per multiply-add) of one synthesis, by layer kind."""
+    g = n_samples // cfg.n_group
+    wn = cfg.WN_config
+    c = wn.n_channels
+    out = {"in_layers": 0.0, "cond_layer": 0.0, "res_skip": 0.0, "other": 0.0}
+    for k in range(cfg.n_flows):
+        n_half = cfg.remaining_channels(k) // 2
+        out["in_layers"] += 2 * g * wn.n_layers * wn.kernel_size * c * 2 * c
+        out["cond_layer"] += 2 * g * cfg.n_mel_channels * cfg.n_group * 2 * c * wn.n_layers
+        out["res_skip"] += 2 * g * c * (2 * c * (wn.n_layers - 1) + c)
+        out["other"] += 2 * g * (n_half * c + c * 2 * n_half + cfg.remaining_channels(k) ** 2)
+    frames = n_samples // 256
+    out["other"] += 2 * frames * 4 * cfg.n_mel_channels * cfg.n_mel_channels * 256  # the up-sampling
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.py waveglow", description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=32, help="mel frames (256 samples each)")
@@ -32,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma", type=float, default=0.6)
     p.add_argument("--channels", type=int, default=256, help="WN n_channels (the published model: 256)")
     p.add_argument("--flows", type=int, default=12, help="n_flows (published: 12)")
+    p.add_argument("--profile-torch", action="store_true", help="also print the official run's top operators")
     args = p.parse_args(argv)
 
     import jax
@@ -83,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{compile_s:.1f} s")
     print(f"pytorch runs (s): {', '.join(f'{t:.2f}' for t in tt)}")
     print(f"jax runs (s):     {', '.join(f'{t:.2f}' for t in tj)}")
+    fl = flops(cfg, n_samples)
+    total = sum(fl.values())
+    print("multiply-adds x2: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP ({100 * v / total:.0f}%)" for k, v in fl.items())
+          + f"; total {total / 1e9:.1f} GFLOP -> jax {total / t_jax / 1e9:.1f} GFLOP/s, "
+          f"pytorch {total / t_torch / 1e9:.1f} GFLOP/s")
+    if args.profile_torch:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run_torch()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     khz_j, khz_t = n_samples / t_jax / 1e3, n_samples / t_torch / 1e3
     print(f"waveglow: jax {khz_j:.2f} kHz, pytorch {khz_t:.2f} kHz, ratio {khz_j / khz_t:.2f}")
     return 0

@@ -86,7 +86,7 @@ def dft(frames: Array, n_fft: int, win_size: int, block: int = 8, unroll: int = 
     more accurate than an FFT in the quiet bins of a spectrum with a large dynamic range: a bin's running
     sum stays of the size of that bin's own leakage, whereas every FFT stage (and a GEMM that interleaves
     its reduction) mixes in the rounding error of the loud bins. The basis is float64-accurate (hi + lo).
-    Costs n_fft * (n_fft + 2) multiply-adds per frame (about 30 ms per second of 22 kHz audio on 2 cores)."""
+    Costs n_fft * (n_fft + 2) multiply-adds per frame, far more than an FFT (timings: docs/waveglow.md)."""
     hi, lo = dft_basis(n_fft, win_size)
     lead = frames.shape[:-1]
     x = frames.reshape(-1, n_fft)
