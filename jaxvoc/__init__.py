@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 # model kind -> module defining ``Pretrained.from_checkpoint(ckpt_dir, meta, fold=True)``
 KINDS = {
     "bigvgan": "jaxvoc.bigvgan",
+    "codec": "jaxvoc.codec",
 }
 
 

@@ -20,6 +20,8 @@ COMMANDS = {
     "convert": ("jaxvoc.commands.convert", "convert an official PyTorch checkpoint to a jaxvoc (Orbax) checkpoint"),
     "synth": ("jaxvoc.commands.synth", "synthesize waveforms from audio files or .npy mels with a vocoder"),
     "compare": ("jaxvoc.commands.compare", "run the official PyTorch model and the JAX port side by side"),
+    "encode": ("jaxvoc.commands.encode", "audio files -> token files (.npz) with a codec"),
+    "decode": ("jaxvoc.commands.decode", "token files (.npz) -> audio files with a codec"),
 }
 
 

@@ -10,6 +10,7 @@ from jaxvoc.errors import UserError
 # model kind -> conversion module (imports torch; never imported by jaxvoc itself except here, lazily)
 CONVERTERS = {
     "bigvgan": "conversion.bigvgan",
+    "codec": "conversion.codec",
 }
 
 
