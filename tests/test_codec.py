@@ -50,34 +50,44 @@ def narrow_config(discriminator=False) -> dict:
 
 
 VARIANTS = {
-    # snake / half_snake, clamp, other kernels and dilations, 16 kHz in / 32 kHz out, 4 groups of [5,5,5]
+    # snake / half_snake, clamp, other kernels and dilations, 16 kHz in / 32 kHz out, level counts where NeMo's
+    # float32 token arithmetic is inexact
     "snake_16k": cc.variant_config(
         sample_rate=16000, samples_per_frame=320,
-        encoder={"down_sample_rates": [2, 4, 5, 8], "encoded_dim": 12, "base_channels": 8, "activation": "snake",
+        encoder={"down_sample_rates": [2, 4, 5, 8], "encoded_dim": 4, "base_channels": 8, "activation": "snake",
                  "resblock_kernel_sizes": [3, 5], "resblock_dilation_sizes": [1, 3], "in_kernel_size": 5},
-        decoder={"up_sample_rates": [8, 5, 4, 4], "input_dim": 12, "base_channels": 48, "activation": "half_snake",
+        decoder={"up_sample_rates": [8, 5, 4, 4], "input_dim": 4, "base_channels": 48, "activation": "half_snake",
                  "output_activation": "clamp", "resblock_kernel_sizes": [3, 5], "resblock_dilation_sizes": [1, 3],
                  "out_kernel_size": 7},
-        quantizer={"num_groups": 4, "num_levels_per_group": [5, 5, 5]}),
-    # elu, zero and replicate padding, grouped transposed convs, one FSQ, odd rates
-    "elu_fsq": cc.variant_config(
+        quantizer={"num_groups": 2, "num_levels_per_group": [26, 39], "eps": 2e-3}),
+    # elu, zero and replicate padding, grouped transposed convs, a single FSQ, odd rates
+    "elu_24k": cc.variant_config(
         sample_rate=24000, samples_per_frame=480,
         encoder={"down_sample_rates": [2, 3, 5, 16], "encoded_dim": 3, "base_channels": 6, "activation": "elu",
                  "pad_mode": "zeros", "resblock_dilation_sizes": [1, 2]},
         decoder={"up_sample_rates": [16, 5, 3, 2], "input_dim": 3, "base_channels": 32, "activation": "elu",
                  "pad_mode": "replicate", "n_groups_equal_to_out_channels": True},
         quantizer={"_target_": f"{MOD}.FiniteScalarQuantizer", "num_levels": [8, 6, 5]}),
-    # 44.1 kHz, 512 samples per frame, level counts where NeMo's float32 token arithmetic is inexact
-    "inexact_levels": cc.variant_config(
-        sample_rate=44100, samples_per_frame=512,
-        encoder={"down_sample_rates": [2, 4, 8, 8], "encoded_dim": 4, "base_channels": 8},
-        decoder={"up_sample_rates": [8, 8, 4, 2], "input_dim": 4, "base_channels": 32},
-        quantizer={"num_groups": 2, "num_levels_per_group": [26, 39], "eps": 2e-3}),
 }
 
 
 def crop(y: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(y[:n])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """Identical programs compile once: every in-process CLI call loads its own model, whose jitted functions
+    are new objects; XLA's persistent cache recognises the program."""
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for k, v in old.items():
+        jax.config.update(k, v)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +107,8 @@ def cli(*args) -> subprocess.CompletedProcess:
     fmt = warnings.formatwarning
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = lambda msg, cat, fname, lineno, file=None, line=None: err.write(
+            warnings.formatwarning(msg, cat, fname, lineno, line))
         try:
             rc = main([str(a) for a in args])
         except SystemExit as e:
@@ -110,8 +122,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 # FSQ
 
 
-@pytest.mark.parametrize("levels,groups", [([8, 7, 6, 6], 8), ([8, 5, 5, 5], 2), ([26, 3], 1), ([27, 38, 39], 2),
-                                           ([2, 2, 2, 2], 3)])
+@pytest.mark.parametrize("levels,groups", [([8, 7, 6, 6], 8), ([26, 3], 1), ([27, 2, 38, 39], 2)])
 def test_fsq_matches_nemo(levels, groups):
     from nemo.collections.tts.modules.audio_codec_modules import FiniteScalarQuantizer, GroupFiniteScalarQuantizer
 
@@ -137,7 +148,7 @@ def test_fsq_matches_nemo(levels, groups):
     deq_t.sum().backward()
 
     xj = jnp.asarray(x.transpose(0, 2, 1))
-    deq_j, tok_j = q.quantize(xj, jnp.asarray(lengths))
+    deq_j, tok_j = jax.jit(q.quantize)(xj, jnp.asarray(lengths))
     np.testing.assert_array_equal(np.asarray(tok_j), idx_t.detach().numpy().transpose(1, 0, 2))
     np.testing.assert_array_equal(np.asarray(deq_j), deq_t.detach().numpy().transpose(0, 2, 1))
     # the straight-through gradient d(sum codes)/dx = scale (1 - tanh^2) / (L // 2), as torch's autograd gives;
@@ -149,7 +160,7 @@ def test_fsq_matches_nemo(levels, groups):
     size = int(np.prod(levels))
     toks = np.tile(np.arange(size), (groups, 1))[None]  # [1, G, size]
     ref = nemo_q.decode(indices=torch.tensor(toks).permute(1, 0, 2), input_len=torch.tensor([size])).numpy()
-    out = np.asarray(q.decode(jnp.asarray(toks), jnp.asarray([size])))
+    out = np.asarray(jax.jit(q.decode)(jnp.asarray(toks), jnp.asarray([size])))
     np.testing.assert_array_equal(out, ref.transpose(0, 2, 1))
     if groups == 1:  # the single quantizer too
         single = FiniteScalarQuantizer(num_levels=levels)
@@ -218,25 +229,13 @@ def test_both_weight_norm_key_styles_and_gzip(small, tmp_path):
 # Equivalence
 
 
-def test_tokens_and_decode_match_nemo(small):
-    _, model, _, _, _, jm = small
-    y = crop(speech(22050), 2 * 22050 + 777)  # not a whole number of 1024-sample frames
-    ref_tok, ref_len = cc.nemo_encode(model, y)
-    tok, tlen = jm.encode(y[None])
-    assert int(tlen[0]) == int(ref_len[0]) == -(-len(y) // 1024)
-    np.testing.assert_array_equal(np.asarray(tok), ref_tok)
-    assert len(np.unique(ref_tok)) > 100  # the stand-in weights spread the tokens over the codebook
-    ref_audio, ref_alen = cc.nemo_decode(model, ref_tok)
-    audio, alen = jm.decode(ref_tok)
-    assert int(alen[0]) == int(ref_alen[0])
-    assert snr_db(np.asarray(audio), ref_audio) >= MIN_SNR_DB
-
-
 def test_mixed_length_batch(small):
-    """A batch as NeMo computes it (isolate=False), and every item as NeMo computes it alone (isolate=True)."""
+    """Speech of lengths that are not whole 1024-sample frames, batched: the batch as NeMo computes it
+    (isolate=False), and every item as NeMo computes it alone (isolate=True)."""
     _, model, _, _, _, jm = small
     y = speech(22050)
     lengths = np.array([len(y) - 5000, 40000, 9000])
+    assert np.all(lengths % 1024)
     batch = np.zeros((3, lengths.max()), np.float32)
     for i, n in enumerate(lengths):
         batch[i, :n] = y[i * 3000:i * 3000 + n]
@@ -244,14 +243,14 @@ def test_mixed_length_batch(small):
     tok, tlen = jm.encode(batch, lengths)
     np.testing.assert_array_equal(np.asarray(tlen), ref_len)
     np.testing.assert_array_equal(np.asarray(tok), ref_tok)
+    assert len(np.unique(ref_tok)) > 100  # the stand-in weights spread the tokens over the codebook
     ref_audio, ref_alen = cc.nemo_decode(model, ref_tok, ref_len)
     audio, alen = jm.decode(ref_tok, ref_len)
     np.testing.assert_array_equal(np.asarray(alen), ref_alen)
     assert snr_db(np.asarray(audio), ref_audio) >= MIN_SNR_DB
 
-    # isolated: padded further (a longer bucket), each item equals NeMo on that item alone
-    wide = np.pad(batch, ((0, 0), (0, 3000)))
-    tok_i, tlen_i = jm.encode(wide, lengths, isolate=True)
+    # isolated: each item equals NeMo on that item alone (the shorter ones have padding after them)
+    tok_i, tlen_i = jm.encode(batch, lengths, isolate=True)
     audio_i, alen_i = jm.decode(np.asarray(tok_i), np.asarray(tlen_i), isolate=True)
     for i, n in enumerate(lengths):
         alone_tok, alone_len = cc.nemo_encode(model, batch[i, :n])
@@ -261,9 +260,10 @@ def test_mixed_length_batch(small):
         assert np.all(np.asarray(tok_i)[i, :, T:] == 0)
         alone_audio, _ = cc.nemo_decode(model, alone_tok)
         assert snr_db(np.asarray(audio_i)[i, :int(alen_i[i])], alone_audio[0]) >= MIN_SNR_DB
-    # and the padding really matters in NeMo's own batch semantics (so the two modes test different things)
-    assert not np.array_equal(np.asarray(tok_i)[2, :, :int(tlen_i[2])], ref_tok[2, :, :int(ref_len[2])]) or \
-        not np.array_equal(audio_i[2], audio[2])
+    # the two modes differ: NeMo's own batch result for a short item is not its result alone (zeros instead of
+    # its reflection after its end), so each comparison above tests something
+    n2 = int(ref_alen[2])
+    assert snr_db(ref_audio[2, :n2], alone_audio[0, :n2]) < 80
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -321,7 +321,7 @@ def test_cli_round_trip(small, tmp_path):
 
     y = speech(22050)
     files = []
-    for i, n in enumerate([len(y) - 333, 30000]):
+    for i, n in enumerate([len(y) - 333, 66000]):  # with the 24 kHz file: 3 lengths, 1 bucket of 96 frames
         files.append(tmp_path / f"a{i}.wav")
         sf.write(files[-1], y[:n], 22050, subtype="FLOAT")
     files.append(tmp_path / "b24.wav")
@@ -330,7 +330,7 @@ def test_cli_round_trip(small, tmp_path):
     proc = cli("encode", ck, *files, "-o", out, "--batch-size", "2")
     assert proc.returncode == 0, proc.stderr
     assert "resampled from 24000 Hz to 22050 Hz" in proc.stderr
-    assert "1 compilation(s)" in proc.stdout or "2 compilation(s)" in proc.stdout, proc.stdout
+    assert "1 compilation(s) of the encoder for 1 length bucket(s)" in proc.stdout, proc.stdout
     from jaxvoc.audio import load_audio
 
     wav = tmp_path / "wav"
@@ -360,9 +360,9 @@ def test_cli_bad_inputs(small, tmp_path):
     good_wav = tmp_path / "ok.wav"
     import soundfile as sf
 
-    sf.write(good_wav, speech(22050)[:20000], 22050)
+    sf.write(good_wav, speech(22050)[:70000], 22050)  # the bucket and batch of test_cli_round_trip: no compiling
     tok_dir = tmp_path / "tok"
-    assert cli("encode", ck, good_wav, "-o", tok_dir).returncode == 0
+    assert cli("encode", ck, good_wav, "-o", tok_dir, "--batch-size", "2").returncode == 0
     good = tok_dir / "ok.npz"
     z = dict(np.load(good))
 
@@ -409,7 +409,7 @@ def test_cli_bad_inputs(small, tmp_path):
     bad("decode", good, npz("books2", tokens=z["tokens"][:6]), needles=("codebooks",))
     # tokens saved without model fields (e.g. from NeMo) decode to every frame
     plain = npz("plain", model=None, num_samples=None, sample_rate=None, codebook_size=None, samples_per_frame=None)
-    assert cli("decode", ck, plain, "-o", out).returncode == 0
+    assert cli("decode", ck, plain, "-o", out, "--batch-size", "2").returncode == 0
     assert sf.info(str(out / "plain.wav")).frames == z["tokens"].shape[1] * 1024
 
 
