@@ -283,8 +283,9 @@ class CodecConfig:
         return int(num_samples * self.out_sample_rate // self.sample_rate)
 
     def min_samples(self) -> int:
-        """Shortest input NeMo can encode: every reflect-padded convolution needs more samples than it pads."""
-        return self.samples_per_frame * self.min_frames()
+        """Shortest input NeMo can encode (it is padded to whole frames, and every reflect-padded convolution
+        needs more samples than it pads)."""
+        return self.samples_per_frame * (self.min_frames() - 1) + 1
 
     def min_frames(self) -> int:
         """Fewest frames NeMo's encoder and decoder accept (reflect padding must be shorter than its input)."""

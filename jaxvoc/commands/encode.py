@@ -72,6 +72,9 @@ def save_npz(path: str, **arrays) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a token file is an ordinary output file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
