@@ -130,7 +130,7 @@ def _build(cls, section: dict, slot: str, source: str):
         elif isinstance(default, bool):
             kw[k] = bool(v)
         elif isinstance(default, str):
-            kw[k] = str(v).lower() if k in ("activation", "output_activation") else str(v)
+            kw[k] = str(v).lower() if k == "activation" else str(v)  # NeMo lower-cases the activation only
         else:
             kw[k] = int(v)
     return cls(**kw)
