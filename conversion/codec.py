@@ -22,7 +22,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
-from typing import Any, Iterator
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -387,8 +387,6 @@ def write_nemo(path: str, cfg: dict, seed: int = 0, randomize: bool = True):
 def official_model(src: str):
     """The NeMo AudioCodecModel of a ``.nemo`` for inference: encoder, quantizer and decoder loaded strictly from
     the archive (the discriminator and other training parts are left out, so nothing is downloaded)."""
-    import torch
-
     with open_nemo(src) as (cfg_path, ckpt_path):
         d = read_config(cfg_path)
         sd = common.load_torch_file(ckpt_path)

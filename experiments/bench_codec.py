@@ -87,8 +87,10 @@ def main(argv=None) -> int:
                    f"{cfg.num_codebooks} x {cfg.codebook_size} codes)"),
         ("input", f"{args.batch} x {n} samples ({args.seconds:.2f} s), {tokens.shape[2]} frames"),
         ("threads", f"torch {torch.get_num_threads()}, jax devices {jax.devices()}"),
-        ("encode", f"jax {t_enc_jax * 1e3:.1f} ms, pytorch {t_enc_torch * 1e3:.1f} ms, ratio {t_enc_torch / t_enc_jax:.2f}"),
-        ("decode", f"jax {t_dec_jax * 1e3:.1f} ms, pytorch {t_dec_torch * 1e3:.1f} ms, ratio {t_dec_torch / t_dec_jax:.2f}"),
+        ("encode", f"jax {t_enc_jax * 1e3:.1f} ms, pytorch {t_enc_torch * 1e3:.1f} ms, "
+                   f"ratio {t_enc_torch / t_enc_jax:.2f}"),
+        ("decode", f"jax {t_dec_jax * 1e3:.1f} ms, pytorch {t_dec_torch * 1e3:.1f} ms, "
+                   f"ratio {t_dec_torch / t_dec_jax:.2f}"),
         ("token agreement", f"{agree:.2f} %"),
     ], "codec benchmark (CPU, float32)")
     ratio = min(t_enc_torch / t_enc_jax, t_dec_torch / t_dec_jax)

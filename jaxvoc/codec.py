@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -298,30 +297,26 @@ class CodecConfig:
         raise UserError("this codec config cannot encode any length")
 
     def _lengths_ok(self, frames: int) -> bool:
+        """Whether every reflect-padded convolution of encode and decode gets more samples than it pads."""
         e, dc = self.encoder, self.decoder
-        need = lambda n, k, d=1: n > get_padding(k, d)  # noqa: E731
+
+        def res_pad(cfg) -> int:  # the residual layers' largest padding
+            return max(get_padding(k, d) for k in cfg.resblock_kernel_sizes for d in cfg.resblock_dilation_sizes)
+
+        enc_ok = lambda n, pad: e.pad_mode != "reflect" or n > pad  # noqa: E731
+        dec_ok = lambda n, pad: dc.pad_mode != "reflect" or n > pad  # noqa: E731
         n = frames * self.samples_per_frame
-        if e.pad_mode == "reflect":
-            ok = need(n, e.in_kernel_size)
-            for r in e.down_sample_rates:
-                ok &= all(need(n, k, d) and need(n, k) for k in e.resblock_kernel_sizes for d in e.resblock_dilation_sizes)
-                ok &= n > down_sample_padding(r)
-                n = (n + 2 * down_sample_padding(r) - 2 * r) // r + 1
-            ok &= need(n, e.out_kernel_size)
-            if not ok:
-                return False
+        ok = enc_ok(n, get_padding(e.in_kernel_size))
+        for r in e.down_sample_rates:
+            ok &= enc_ok(n, res_pad(e)) and enc_ok(n, down_sample_padding(r))
+            n = (n + 2 * down_sample_padding(r) - 2 * r) // r + 1
+        ok &= enc_ok(n, get_padding(e.out_kernel_size))
         t = self.frames(frames * self.samples_per_frame)
-        if dc.pad_mode == "reflect":
-            if not need(t, dc.in_kernel_size):
-                return False
-            for r in dc.up_sample_rates:
-                t *= r
-                if not all(need(t, k, d) and need(t, k) for k in dc.resblock_kernel_sizes
-                           for d in dc.resblock_dilation_sizes):
-                    return False
-            if not need(t, dc.out_kernel_size):
-                return False
-        return t >= 1
+        ok &= t >= 1 and dec_ok(t, get_padding(dc.in_kernel_size))
+        for r in dc.up_sample_rates:
+            t *= r
+            ok &= dec_ok(t, res_pad(dc))
+        return bool(ok and dec_ok(t, get_padding(dc.out_kernel_size)))
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:

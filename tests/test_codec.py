@@ -13,11 +13,9 @@ any real error (a wrong padding, mask, or layer) costs far more.
 from __future__ import annotations
 
 import contextlib
-import copy
-import gzip
 import io
 import os
-import shutil
+import re
 import subprocess
 import tarfile
 import warnings
@@ -196,6 +194,25 @@ def test_convert_small_archive(small, tmp_path):
     assert loaded.fingerprint == config["jaxvoc_fingerprint"]
     assert loaded.config.codebook_size == 2016 and loaded.num_codebooks == 8
     assert set(checkpoint.read_meta(out)["trees"]) == {"params", "discriminator"}
+    # the shortest input: NeMo's reflect padding needs 4 frames (3073 samples) in and 4 tokens out
+    cfg = loaded.config
+    assert (cfg.min_samples(), cfg.min_frames()) == (3073, 4)
+    rs = np.random.RandomState(0)
+    cc.nemo_encode(model, rs.randn(cfg.min_samples()).astype(np.float32) * 0.1)
+    with pytest.raises(RuntimeError, match="[Pp]adding"):
+        cc.nemo_encode(model, rs.randn(cfg.min_samples() - 1).astype(np.float32) * 0.1)
+    cc.nemo_decode(model, np.zeros((1, 8, cfg.min_frames()), np.int64))
+    with pytest.raises(RuntimeError, match="[Pp]adding"):
+        cc.nemo_decode(model, np.zeros((1, 8, cfg.min_frames() - 1), np.int64))
+    # bad calls of the Python API: one clear error each, before anything is computed
+    for call, needle in ((lambda: loaded.encode(np.zeros((1, 2, 5000))), "shape"),
+                         (lambda: loaded.encode(np.zeros(3000)), "at least 3073"),
+                         (lambda: loaded.encode(np.zeros((2, 5000)), [5000]), "lengths must have shape"),
+                         (lambda: loaded.decode(np.zeros((7, 10), np.int32)), "7 codebooks"),
+                         (lambda: loaded.decode(np.full((8, 10), 2016)), "outside [0, 2015]"),
+                         (lambda: loaded.decode(np.zeros((8, 10), np.float32)), "integers")):
+        with pytest.raises(UserError, match=re.escape(needle)):
+            call()
 
 
 def test_both_weight_norm_key_styles_and_gzip(small, tmp_path):

@@ -57,7 +57,8 @@ def batches(lengths: list[int], batch_size: int, bucket: bool, quantum: int = BU
     groups: dict[int, list[int]] = {}
     for i in order:
         groups.setdefault(bucket_length(lengths[i], quantum) if bucket else lengths[i], []).append(i)
-    return [(L, idx[j:j + batch_size]) for L, idx in groups.items() for j in range(0, len(idx), batch_size)], len(groups)
+    plan = [(L, idx[j:j + batch_size]) for L, idx in groups.items() for j in range(0, len(idx), batch_size)]
+    return plan, len(groups)
 
 
 def save_npz(path: str, **arrays) -> None:
