@@ -133,7 +133,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def expected_tree(cfg: CodecConfig) -> dict:
-    n = max(cfg.min_frames(), 4) * cfg.samples_per_frame
+    n = max(cfg.min_samples(), 4 * cfg.samples_per_frame)
     audio = jnp.zeros((1, n), jnp.float32)
     return common.expected_shapes(
         lambda: AudioCodec(cfg).init(jax.random.PRNGKey(0), audio, jnp.array([n]))["params"])

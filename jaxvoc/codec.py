@@ -2,7 +2,7 @@
 same modules): HiFiGANEncoder -> GroupFiniteScalarQuantizer -> HiFiGANDecoder.
 
 ``encode(audio [B, N], lengths) -> (tokens [B, num_codebooks, frames], token_lengths)`` and
-``decode(tokens, token_lengths) -> (audio [B, frames * samples_per_frame], lengths)``, as NeMo 3.0.0's
+``decode(tokens, token_lengths) -> (audio [B, frames * prod(up_sample_rates)], lengths)``, as NeMo 3.0.0's
 ``AudioCodecModel.encode`` / ``decode``: audio is zero-padded to whole frames, every convolution pads its
 input (reflect by default) and every layer's output is zeroed past each item's length.
 
@@ -52,7 +52,10 @@ FINGERPRINT_KEY = "jaxvoc_fingerprint"  # added to the NeMo config in a jaxvoc c
 def _target_name(section: Any, slot: str, source: str) -> str:
     if not isinstance(section, dict) or "_target_" not in section:
         raise UserError(f"{source}: '{slot}' has no _target_; give the model_config.yaml of a NeMo AudioCodecModel")
-    return str(section["_target_"]).rsplit(".", 1)[-1]
+    target = str(section["_target_"])
+    module, _, name = target.rpartition(".")
+    # NeMo's own classes only: a class of the same name elsewhere may compute something else
+    return name if module.startswith("nemo.collections.tts.modules") else target
 
 
 def _module_args(section: dict, slot: str, fields: dict[str, Any], source: str) -> dict:
@@ -131,7 +134,10 @@ def _build(cls, section: dict, slot: str, source: str):
         elif isinstance(default, str):
             kw[k] = str(v).lower() if k == "activation" else str(v)  # NeMo lower-cases the activation only
         else:
-            kw[k] = int(v)
+            try:
+                kw[k] = int(v)
+            except (TypeError, ValueError):
+                raise UserError(f"{source}: {slot}.{k} must be an integer, got {v!r}") from None
     return cls(**kw)
 
 
@@ -185,20 +191,24 @@ class CodecConfig:
                                                          "eps": 1e-3}, source)
             if args["num_groups"] is None or args["num_levels_per_group"] is None:
                 raise UserError(f"{source}: vector_quantizer needs num_groups and num_levels_per_group")
-            groups, levels = int(args["num_groups"]), args["num_levels_per_group"]
+            groups, levels = args["num_groups"], args["num_levels_per_group"]
         else:
             args = _module_args(vq, "vector_quantizer", {"num_levels": None, "eps": 1e-3}, source)
             if args["num_levels"] is None:
                 raise UserError(f"{source}: vector_quantizer needs num_levels")
             groups, levels = 1, args["num_levels"]
-        cfg = cls(
-            sample_rate=int(d["sample_rate"]), samples_per_frame=int(d["samples_per_frame"]),
-            encoder=_build(EncoderConfig, d["audio_encoder"], "audio_encoder", source),
-            decoder=_build(DecoderConfig, d["audio_decoder"], "audio_decoder", source),
-            num_groups=groups, num_levels_per_group=_ints(levels, "num_levels_per_group", source),
-            fsq_eps=float(args["eps"]),
-            output_sample_rate=int(d["output_sample_rate"]) if d.get("output_sample_rate") else None,
-            quantizer_target=vq_name, fingerprint=fingerprint, nemo=json.dumps(d, sort_keys=True))
+        encoder = _build(EncoderConfig, d["audio_encoder"], "audio_encoder", source)
+        decoder = _build(DecoderConfig, d["audio_decoder"], "audio_decoder", source)
+        try:
+            cfg = cls(
+                sample_rate=int(d["sample_rate"]), samples_per_frame=int(d["samples_per_frame"]),
+                encoder=encoder, decoder=decoder, num_groups=int(groups),
+                num_levels_per_group=_ints(levels, "num_levels_per_group", source), fsq_eps=float(args["eps"]),
+                output_sample_rate=int(d["output_sample_rate"]) if d.get("output_sample_rate") else None,
+                quantizer_target=vq_name, fingerprint=fingerprint, nemo=json.dumps(d, sort_keys=True))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{source}: a sample rate, frame size or quantizer setting is not a number ({e})") \
+                from None
         cfg.validate(source)
         return cfg
 
@@ -282,41 +292,41 @@ class CodecConfig:
         return int(num_samples * self.out_sample_rate // self.sample_rate)
 
     def min_samples(self) -> int:
-        """Shortest input NeMo can encode (it is padded to whole frames, and every reflect-padded convolution
-        needs more samples than it pads)."""
-        return self.samples_per_frame * (self.min_frames() - 1) + 1
-
-    def min_frames(self) -> int:
-        """Fewest frames NeMo's encoder and decoder accept (reflect padding must be shorter than its input)."""
-        e, dc = self.encoder, self.decoder
-        if e.pad_mode != "reflect" and dc.pad_mode != "reflect":
-            return 1
+        """Shortest input NeMo can encode: it is padded to whole frames, and every reflect-padded convolution
+        needs more samples than it pads."""
         for frames in range(1, 1 << 16):
-            if self._lengths_ok(frames):
-                return frames
+            if self._encoder_fits(frames):
+                return self.samples_per_frame * (frames - 1) + 1
         raise UserError("this codec config cannot encode any length")
 
-    def _lengths_ok(self, frames: int) -> bool:
-        """Whether every reflect-padded convolution of encode and decode gets more samples than it pads."""
-        e, dc = self.encoder, self.decoder
+    def min_tokens(self) -> int:
+        """Fewest tokens per codebook NeMo's decoder accepts (reflect padding must be shorter than its input)."""
+        for tokens in range(1, 1 << 16):
+            if self._decoder_fits(tokens):
+                return tokens
+        raise UserError("this codec config cannot decode any length")
 
-        def res_pad(cfg) -> int:  # the residual layers' largest padding
-            return max(get_padding(k, d) for k in cfg.resblock_kernel_sizes for d in cfg.resblock_dilation_sizes)
-
-        enc_ok = lambda n, pad: e.pad_mode != "reflect" or n > pad  # noqa: E731
-        dec_ok = lambda n, pad: dc.pad_mode != "reflect" or n > pad  # noqa: E731
+    def _encoder_fits(self, frames: int) -> bool:
+        e = self.encoder
+        ok = lambda n, pad: e.pad_mode != "reflect" or n > pad  # noqa: E731
+        res_pad = max(get_padding(k, d) for k in e.resblock_kernel_sizes for d in e.resblock_dilation_sizes)
         n = frames * self.samples_per_frame
-        ok = enc_ok(n, get_padding(e.in_kernel_size))
+        fits = ok(n, get_padding(e.in_kernel_size))
         for r in e.down_sample_rates:
-            ok &= enc_ok(n, res_pad(e)) and enc_ok(n, down_sample_padding(r))
+            fits &= ok(n, res_pad) and ok(n, down_sample_padding(r))
             n = (n + 2 * down_sample_padding(r) - 2 * r) // r + 1
-        ok &= enc_ok(n, get_padding(e.out_kernel_size))
-        t = self.frames(frames * self.samples_per_frame)
-        ok &= t >= 1 and dec_ok(t, get_padding(dc.in_kernel_size))
+        return bool(fits and n >= 1 and ok(n, get_padding(e.out_kernel_size)))
+
+    def _decoder_fits(self, tokens: int) -> bool:
+        dc = self.decoder
+        ok = lambda n, pad: dc.pad_mode != "reflect" or n > pad  # noqa: E731
+        res_pad = max(get_padding(k, d) for k in dc.resblock_kernel_sizes for d in dc.resblock_dilation_sizes)
+        t = tokens
+        fits = ok(t, get_padding(dc.in_kernel_size))
         for r in dc.up_sample_rates:
             t *= r
-            ok &= dec_ok(t, res_pad(dc))
-        return bool(ok and dec_ok(t, get_padding(dc.out_kernel_size)))
+            fits &= ok(t, res_pad)
+        return bool(fits and ok(t, get_padding(dc.out_kernel_size)))
 
 
 def get_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -601,8 +611,7 @@ class AudioCodec(nn.Module):
 
 def init_params(config: CodecConfig, seed: int = 0) -> dict:
     """Fresh weight-normed parameters (torch's default init for the convs, snake alpha 1)."""
-    frames = max(config.min_frames(), 4)
-    audio = jnp.zeros((1, frames * config.samples_per_frame), jnp.float32)
+    audio = jnp.zeros((1, max(config.min_samples(), 4 * config.samples_per_frame)), jnp.float32)
     return AudioCodec(config).init(jax.random.PRNGKey(seed), audio, jnp.array([audio.shape[1]]))["params"]
 
 
@@ -727,7 +736,7 @@ class Pretrained:
             check_tokens(tokens, self.codebook_size)
         if lengths is None:
             lengths = np.full((tokens.shape[0],), tokens.shape[2], np.int32)
-        self._check_lengths(lengths, (tokens.shape[0], tokens.shape[2]), self.config.min_frames(), "frames")
+        self._check_lengths(lengths, (tokens.shape[0], tokens.shape[2]), self.config.min_tokens(), "frames")
         audio, alen = self._decode(self.params, jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32),
                                    isolate)
         return (audio[0], alen[0]) if squeeze else (audio, alen)

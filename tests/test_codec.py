@@ -196,14 +196,14 @@ def test_convert_small_archive(small, tmp_path):
     assert set(checkpoint.read_meta(out)["trees"]) == {"params", "discriminator"}
     # the shortest input: NeMo's reflect padding needs 4 frames (3073 samples) in and 4 tokens out
     cfg = loaded.config
-    assert (cfg.min_samples(), cfg.min_frames()) == (3073, 4)
+    assert (cfg.min_samples(), cfg.min_tokens()) == (3073, 4)
     rs = np.random.RandomState(0)
     cc.nemo_encode(model, rs.randn(cfg.min_samples()).astype(np.float32) * 0.1)
     with pytest.raises(RuntimeError, match="[Pp]adding"):
         cc.nemo_encode(model, rs.randn(cfg.min_samples() - 1).astype(np.float32) * 0.1)
-    cc.nemo_decode(model, np.zeros((1, 8, cfg.min_frames()), np.int64))
+    cc.nemo_decode(model, np.zeros((1, 8, cfg.min_tokens()), np.int64))
     with pytest.raises(RuntimeError, match="[Pp]adding"):
-        cc.nemo_decode(model, np.zeros((1, 8, cfg.min_frames() - 1), np.int64))
+        cc.nemo_decode(model, np.zeros((1, 8, cfg.min_tokens() - 1), np.int64))
     # bad calls of the Python API: one clear error each, before anything is computed
     for call, needle in ((lambda: loaded.encode(np.zeros((1, 2, 5000))), "shape"),
                          (lambda: loaded.encode(np.zeros(3000)), "at least 3073"),

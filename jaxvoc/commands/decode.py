@@ -73,8 +73,8 @@ def read_tokens(path: str, model) -> tuple[np.ndarray, int]:
     if tokens.shape[0] != cfg.num_codebooks:
         raise UserError(f"{path}: tokens have {tokens.shape[0]} codebooks, this codec has {cfg.num_codebooks}; "
                         "decode it with the codec that encoded it")
-    if tokens.shape[1] < cfg.min_frames():
-        raise UserError(f"{path}: {tokens.shape[1]} frames are too few; the codec needs at least {cfg.min_frames()}")
+    if tokens.shape[1] < cfg.min_tokens():
+        raise UserError(f"{path}: {tokens.shape[1]} frames are too few; the codec needs at least {cfg.min_tokens()}")
     check_tokens(tokens, cfg.codebook_size, path)
     full = tokens.shape[1] * cfg.samples_per_token
     if num_samples is None:
