@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 KINDS = {
     "bigvgan": "jaxvoc.bigvgan",
     "waveglow": "jaxvoc.waveglow",
+    "codec": "jaxvoc.codec",
 }
 
 

@@ -21,6 +21,8 @@ COMMANDS = {
     "synth": ("jaxvoc.commands.synth", "synthesize waveforms from audio files or .npy mels with a vocoder"),
     "compare": ("jaxvoc.commands.compare", "run the official PyTorch model and the JAX port side by side"),
     "train": ("jaxvoc.commands.train", "train or fine-tune a vocoder from a config (GAN or flow objective)"),
+    "encode": ("jaxvoc.commands.encode", "audio files -> token files (.npz) with a codec"),
+    "decode": ("jaxvoc.commands.decode", "token files (.npz) -> audio files with a codec"),
 }
 
 

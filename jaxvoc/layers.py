@@ -50,22 +50,26 @@ def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, paddi
 
 
 def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, output_padding: int = 0,
-                     precision=None) -> Array:
-    """torch.nn.functional.conv_transpose1d (groups=1) in channels-last layout; kernel [K, Cin, Cout].
+                     groups: int = 1, precision=None) -> Array:
+    """torch.nn.functional.conv_transpose1d in channels-last layout; kernel [K, Cin, Cout/groups] (torch's
+    [Cin, Cout/groups, K] permuted).
 
     Computed as one dense convolution with ``stride * Cout`` output channels (one group per output phase,
     "sub-pixel" form) and an interleave, instead of a convolution over a zero-stuffed input: ``stride`` times
     fewer multiply-adds, and no ``lhs_dilation``, which is slow on XLA's CPU backend.
     """
-    K, cin, cout = kernel.shape
+    K, cin, cout_g = kernel.shape
     B, L, _ = x.shape
-    u = stride
+    u, G = stride, groups
     M = -(-K // u)  # taps per phase
     kernel = jnp.pad(kernel, ((0, M * u - K), (0, 0), (0, 0)))
     # phase r, tap m holds kernel[m*u + r]; the convolution below is a cross-correlation, so taps are flipped.
-    w = kernel.reshape(M, u, cin, cout)[::-1].transpose(0, 2, 1, 3).reshape(M, cin, u * cout)
-    y = conv1d(x, w, padding=(M - 1, M - 1), precision=precision)  # [B, L+M-1, u*cout]
-    y = y.reshape(B, (L + M - 1) * u, cout)
+    # Output channels are ordered (group, phase, channel) so that each group's are contiguous.
+    w = kernel.reshape(M, u, G, cin // G, cout_g)[::-1].transpose(0, 3, 2, 1, 4).reshape(M, cin // G, G * u * cout_g)
+    y = conv1d(x, w, padding=(M - 1, M - 1), groups=G, precision=precision)  # [B, L+M-1, G*u*cout_g]
+    if G > 1:
+        y = y.reshape(B, L + M - 1, G, u, cout_g).transpose(0, 1, 3, 2, 4)
+    y = y.reshape(B, (L + M - 1) * u, G * cout_g)
     out_len = (L - 1) * u - 2 * padding + K + output_padding
     if padding + out_len > y.shape[1]:
         y = pad_time(y, 0, padding + out_len - y.shape[1])
@@ -148,8 +152,8 @@ class Conv1d(_WeightNormed):
 
 
 class ConvTranspose1d(_WeightNormed):
-    """torch.nn.ConvTranspose1d (groups=1); weight norm over the input channel, as torch's dim=0 on its
-    [Cin, Cout, K] weight. Kernel stored [K, Cin, Cout]."""
+    """torch.nn.ConvTranspose1d; weight norm over the input channel, as torch's dim=0 on its
+    [Cin, Cout/groups, K] weight. Kernel stored [K, Cin, Cout/groups]."""
 
     features: int
     kernel_size: int
@@ -157,6 +161,7 @@ class ConvTranspose1d(_WeightNormed):
     padding: int = 0
     output_padding: int = 0
     use_bias: bool = True
+    groups: int = 1
     weight_norm: bool = False
     kernel_init: Callable = torch_default_kernel_init
     precision: Any = None
@@ -164,13 +169,14 @@ class ConvTranspose1d(_WeightNormed):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cin = x.shape[-1]
-        shape = (self.kernel_size, cin, self.features)
+        shape = (self.kernel_size, cin, self.features // self.groups)
         kernel = self._kernel(shape, 1, self.weight_norm, self.kernel_init)
         y = conv_transpose1d(x, kernel, stride=self.stride, padding=self.padding,
-                             output_padding=self.output_padding, precision=self.precision)
+                             output_padding=self.output_padding, groups=self.groups, precision=self.precision)
         if self.use_bias:
-            # torch's fan_in for a transposed conv weight [Cin, Cout, K] is Cout*K
-            b = self.param("bias", _uniform(1.0 / math.sqrt(self.features * self.kernel_size)), (self.features,))
+            # torch's fan_in for a transposed conv weight [Cin, Cout/groups, K] is Cout/groups*K
+            fan_in = self.features // self.groups * self.kernel_size
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
             y = y + b.astype(y.dtype)
         return y
 

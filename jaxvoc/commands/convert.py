@@ -11,6 +11,7 @@ from jaxvoc.errors import UserError
 CONVERTERS = {
     "bigvgan": "conversion.bigvgan",
     "waveglow": "conversion.waveglow",
+    "codec": "conversion.codec",
 }
 
 
