@@ -232,7 +232,8 @@ class Pretrained(Vocoder):
     def __init__(self, config: BigVGANConfig, params: Any, fold: bool = True):
         from jaxvoc.layers import fold_weight_norm
 
-        super().__init__(config, fold_weight_norm(params) if fold else params)
+        # one compiled program instead of one eager dispatch per tensor shape
+        super().__init__(config, jax.jit(fold_weight_norm)(params) if fold else params)
         self.module = BigVGAN(config)
 
     @classmethod
