@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	# the official BigVGAN discriminators: nnAudio's CQT and torchaudio's Resample (no torchaudio is built for
 	# torch 2.13; 2.11's pure-Python transforms import and run against it)
 	$(VPY) -m pip install -q --no-deps nnAudio==0.3.4 torchaudio==2.11.0
+	# ...but its compiled extension links torch 2.11's CUDA libraries and cannot load: drop it, and torchaudio
+	# falls back to the pure-Python transforms the tests use
+	$(VPY) -c "import glob, os, sysconfig; [os.remove(p) for p in glob.glob(os.path.join(sysconfig.get_paths()['purelib'], 'torchaudio', 'lib', '*.so'))]"
 	$(VPY) -m pip install -q scipy huggingface_hub "hydra-core>1.3,<=1.3.2" "omegaconf<=2.3" \
 	    "lightning>2.2.1,<=2.4.0" wrapt einops onnx nv_one_logger_core nv_one_logger_training_telemetry \
 	    nv_one_logger_pytorch_lightning_integration text-unidecode lhotse transformers sentencepiece pandas \

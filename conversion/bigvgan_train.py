@@ -230,9 +230,10 @@ def _snapshot(model) -> dict:
 
 
 def measure_equivalence(config: dict, segments: np.ndarray, *, seed: int = 0, steps: Sequence[int] = (0,),
-                        freeze_step: int = 0, float64: bool = True) -> dict:
+                        freeze_step: int = 0, float64: bool | Sequence[int] = True) -> dict:
     """For each value of ``steps`` (train.py's step counter; below ``freeze_step`` the step is frozen): one
-    official train.py step in float32 (and float64 when ``float64``), and the same step through
+    official train.py step in float32 (and in float64 when ``float64`` is True or lists that step value), and
+    the same step through
     jaxvoc.bigvgan_gan.BigVGANObjective in the protocol's order, from identical weights and batch. The
     generator loss of both sides uses the discriminators the official optim_d.step() produced (converted), so
     losses and gradients are compared, not an optimizer. The jitted JAX functions are shared by the steps.
@@ -252,7 +253,8 @@ def measure_equivalence(config: dict, segments: np.ndarray, *, seed: int = 0, st
         "g_step": jax.jit(jax.value_and_grad(obj.generator_loss, argnums=2, has_aux=True)),
     }
     x, y, y_mel = official_batch(config, segments)
-    return {int(st): _measure_step(config, obj, fns, x, y, y_mel, seed, int(st), freeze_step, float64)
+    with64 = (lambda st: bool(float64)) if isinstance(float64, bool) else (lambda st: st in tuple(float64))
+    return {int(st): _measure_step(config, obj, fns, x, y, y_mel, seed, int(st), freeze_step, with64(st))
             for st in steps}
 
 
@@ -336,5 +338,24 @@ def small_config(name: str, **overrides) -> dict:
     if cfg.get("use_cqtd_instead_of_mrd"):
         cfg.update(cqtd_filters=8, cqtd_max_filters=16, cqtd_hop_lengths=[256, 128], cqtd_n_octaves=[9, 8],
                    cqtd_bins_per_octaves=[24, 36])
+    cfg.update(overrides)
+    return cfg
+
+
+def official_discriminator_config(name: str, **overrides) -> dict:
+    """An official config with its discriminators and losses exactly as published and only the generator
+    shrunk (upsample [8, 8, 4] or [8, 8, 8], 32 channels, one resblock kernel; mel settings and hop
+    unchanged) and segment_size 8192, for measurements on CPU."""
+    import json
+    import os
+
+    import jaxvoc
+
+    path = os.path.join(os.path.dirname(jaxvoc.__file__), "configs", "bigvgan", f"{name}.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rates = [8, 8, 4] if cfg["hop_size"] == 256 else [8, 8, 8]
+    cfg.update(upsample_rates=rates, upsample_kernel_sizes=[2 * r for r in rates], upsample_initial_channel=32,
+               resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]], segment_size=8192)
     cfg.update(overrides)
     return cfg

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxvoc.audio import chmod_from_umask
 from jaxvoc.errors import UserError
 
 
@@ -108,6 +109,7 @@ def write_json(path: str, report: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(report, f, indent=2, default=float)
+    chmod_from_umask(tmp)
     os.replace(tmp, path)
 
 
@@ -140,4 +142,5 @@ def spectrogram_png(path: str, ref: np.ndarray, test: np.ndarray, mel_config, ti
     os.close(fd)
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
+    chmod_from_umask(tmp)
     os.replace(tmp, path)

@@ -220,6 +220,13 @@ def load_audio(path: str, sampling_rate: int) -> np.ndarray:
     return y
 
 
+def chmod_from_umask(path: str) -> None:
+    """mkstemp creates files 0600; give a finished output the mode an ordinary open() would (0666 & ~umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
     """Writes mono audio atomically (temporary file in the same folder, then rename)."""
     import soundfile as sf
@@ -232,6 +239,7 @@ def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str =
     try:
         sf.write(tmp, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
                  subtype=subtype, format="WAV")
+        chmod_from_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -124,9 +124,18 @@ class BigVGANConfig:
 
     @property
     def mel(self) -> MelConfig:
+        """The official log-mel front-end computed with an FFT: fast, for training batches and losses."""
         return MelConfig(sampling_rate=self.sampling_rate, n_fft=self.n_fft, num_mels=self.num_mels,
                          hop_size=self.hop_size, win_size=self.win_size, fmin=self.fmin, fmax=self.fmax,
                          padding="bigvgan")
+
+    @property
+    def synthesis_mel(self) -> MelConfig:
+        """The same front-end with a direct DFT (jaxvoc.audio.dft), for the mels of synthesis inputs
+        (``model.mel``, ``jaxvoc synth``): in the quiet bins of speech it is closer to a float64 computation
+        than any float32 FFT, the official one included (docs/bigvgan.md); it costs ~n_fft multiply-adds per
+        sample, nothing next to the generator."""
+        return dataclasses.replace(self.mel, transform="dft")
 
 
 def official_configs() -> list[str]:
@@ -232,7 +241,8 @@ class Pretrained(Vocoder):
     def __init__(self, config: BigVGANConfig, params: Any, fold: bool = True):
         from jaxvoc.layers import fold_weight_norm
 
-        super().__init__(config, fold_weight_norm(params) if fold else params)
+        # one compiled program instead of one eager dispatch per tensor shape
+        super().__init__(config, jax.jit(fold_weight_norm)(params) if fold else params)
         self.module = BigVGAN(config)
 
     @classmethod
@@ -243,7 +253,7 @@ class Pretrained(Vocoder):
 
     @property
     def mel_config(self) -> MelConfig:
-        return self.config.mel
+        return self.config.synthesis_mel
 
     def _synthesize(self, params, mels: Array) -> Array:
         return self.module.apply({"params": params}, mels)

@@ -111,7 +111,8 @@ class DiscriminatorConfig:
 
 
 def leaky_relu(x: Array) -> Array:
-    return jnp.where(x >= 0, x, LRELU_SLOPE * x)
+    """F.leaky_relu(x, 0.1), with torch's gradient at 0 (the slope)."""
+    return jnp.where(x > 0, x, LRELU_SLOPE * x)
 
 
 def _pad_reflect_right(x: Array, n: int) -> Array:

@@ -16,6 +16,12 @@ from jaxvoc.audio import MelConfig, mel_spectrogram
 Array = jax.Array
 
 
+def l1(diff: Array) -> Array:
+    """mean |diff| with torch's gradient sign(diff), 0 where diff == 0 (jnp.abs has 1 there): L1 terms between
+    identical values (e.g. mels clamped at clip_val in both signals) pass no gradient, as in torch."""
+    return jnp.mean(diff * jax.lax.stop_gradient(jnp.sign(diff)))
+
+
 def discriminator_loss(real_outputs: Sequence[Array], fake_outputs: Sequence[Array]) -> tuple[Array, list, list]:
     """sum_d mean((1 - D(y))^2) + mean(D(y_hat)^2); also the per-discriminator real and fake terms."""
     loss, r_losses, g_losses = 0.0, [], []
@@ -39,14 +45,14 @@ def feature_loss(fmap_r: Sequence[Sequence[Array]], fmap_g: Sequence[Sequence[Ar
     loss = 0.0
     for dr, dg in zip(fmap_r, fmap_g):
         for rl, gl in zip(dr, dg):
-            loss = loss + jnp.mean(jnp.abs(rl - gl))
+            loss = loss + l1(rl - gl)
     return loss * 2
 
 
 def mel_l1_loss(y: Array, y_hat: Array, cfg: MelConfig) -> Array:
     """v1's mel loss before lambda_melloss: mean |logmel(y) - logmel(y_hat)| with BigVGAN's front-end
     (``cfg`` with fmax = fmax_for_loss)."""
-    return jnp.mean(jnp.abs(mel_spectrogram(y, cfg) - mel_spectrogram(y_hat, cfg)))
+    return l1(mel_spectrogram(y, cfg) - mel_spectrogram(y_hat, cfg))
 
 
 def multiscale_mel_configs(sampling_rate: int, n_mels: Sequence[int] = (5, 10, 20, 40, 80, 160, 320),
@@ -69,8 +75,8 @@ def multiscale_mel_loss(y_hat: Array, y: Array, configs: Sequence[MelConfig], lo
     for cfg in configs:
         x_log = mel_spectrogram(y_hat, cfg) * pow / ln10 if pow != 1 else mel_spectrogram(y_hat, cfg) / ln10
         y_log = mel_spectrogram(y, cfg) * pow / ln10 if pow != 1 else mel_spectrogram(y, cfg) / ln10
-        l1 = jnp.mean(jnp.abs(x_log - y_log))
-        loss = loss + log_weight * l1
+        dist = l1(x_log - y_log)
+        loss = loss + log_weight * dist
         if mag_weight:
-            loss = loss + mag_weight * l1
+            loss = loss + mag_weight * dist
     return loss

@@ -30,20 +30,25 @@ def _bound(issue: float, official_rounding: float) -> float:
     return max(issue, 2.0 * official_rounding)
 
 
-def _segments(sr: int, length: int, batch: int = 2) -> np.ndarray:
+def _segments(sr: int, length: int, batch: int = 2, short_last: bool = False) -> np.ndarray:
+    """Speech segments; ``short_last``: the last one is a short clip zero-padded to ``length``, as the
+    official loader pads short files (digital silence exercises the torch-style gradients at |x| = 0)."""
     a = speech(sr)
     starts = np.linspace(2000, len(a) - length - 2000, batch).astype(int)
-    return np.stack([a[s:s + length] for s in starts])
+    segs = np.stack([a[s:s + length] for s in starts])
+    if short_last:
+        segs[-1, length * 3 // 4:] = 0.0
+    return segs
 
 
 def _check_step(result: dict, frozen: bool) -> None:
     assert result["audio_snr_db"] > 110, result["audio_snr_db"]  # same generator output to float32 rounding
     for term, r in result["losses"].items():
-        assert r["jax_vs_32"] <= _bound(LOSS_REL, r["32_vs_64"]), (term, r)
+        assert r["jax_vs_32"] <= _bound(LOSS_REL, r.get("32_vs_64", 0.0)), (term, r)
     groups = {"g"} if frozen else {"g", "mpd", "mrd"}
     assert set(result["grads"]) == groups
     for group, r in result["grads"].items():
-        m, off = r["jax_vs_32"], r["32_vs_64"]
+        m, off = r["jax_vs_32"], r.get("32_vs_64", {"cos": 1.0, "norm_diff": 0.0})
         assert 1 - m["cos"] <= _bound(GRAD_COS, 1 - off["cos"]), (group, r)
         assert m["norm_diff"] <= _bound(GRAD_NORM, off["norm_diff"]), (group, r)
     if frozen:  # train.py: below freeze_step the generator sees the mel loss only
@@ -58,8 +63,9 @@ def test_objective_matches_official_train_step(name, steps, freeze_step):
     from conversion.bigvgan_train import measure_equivalence, small_config
 
     config = small_config(name)
-    results = measure_equivalence(config, _segments(config["sampling_rate"], config["segment_size"]),
-                                  steps=steps, freeze_step=freeze_step)
+    # float64 reference for the free step (the frozen one is held to the issue's bounds as they stand)
+    results = measure_equivalence(config, _segments(config["sampling_rate"], config["segment_size"], short_last=True),
+                                  steps=steps, freeze_step=freeze_step, float64=[s for s in steps if s >= freeze_step])
     for step, result in results.items():
         _check_step(result, frozen=step < freeze_step)
 

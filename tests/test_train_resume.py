@@ -67,7 +67,9 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     # and the exported models (params + discriminators) agree too
     from jaxvoc.checkpoint import load_tree
 
-    for tree in ("params", "discriminators"):
+    from jaxvoc.train.tasks import DISCRIMINATOR_TREE
+
+    for tree in ("params", DISCRIMINATOR_TREE):
         xa, xb = load_tree(str(tmp_path / "run_a" / "export"), tree), load_tree(str(tmp_path / "run_b" / "export"), tree)
         assert all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(xa), jax.tree_util.tree_leaves(xb)))
     # the run was not trivially static: the generator moved between steps 4 and 8

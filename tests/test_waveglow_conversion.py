@@ -334,3 +334,30 @@ def test_cli_convert_bad_inputs(model, tmp_path):
     cfile.write_text(json.dumps({"waveglow_config": dict(cw.official_config_kwargs(CFG), n_flows=6)}))
     assert_user_error(run_cli("convert", "waveglow", good, out, "--config", cfile), "does not fit")
     assert not out.exists()
+
+
+def test_cli_synth_bad_mel(ckpt, tmp_path):
+    np.save(tmp_path / "m100.npy", np.zeros((100, 10), np.float32))
+    out = tmp_path / "out"
+    assert_user_error(run_cli("synth", ckpt, tmp_path / "m100.npy", "-o", out), "100 mel bands", "80")
+    assert not (out / "m100.wav").exists()
+
+
+def test_compare(model, tmp_path):
+    """jaxvoc compare's WaveGlow side: the official model rebuilt from the converted tensors vs jaxvoc."""
+    import argparse
+
+    import soundfile as sf
+
+    from tests.conftest import speech
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, speech(22050)[13000:13000 + 12 * 256], 22050, subtype="FLOAT")
+    src = cw.save_full_object(str(tmp_path / "wg.pt"), model)
+    res = cw.compare(argparse.Namespace(src=src, input=str(wav), device="cpu", config=None, sigma=0.6, seed=3,
+                                        repeats=1))
+    assert res["snr_db"] >= 100 and res["z_snr_db"] >= 110
+    assert res["frames"] == 13 and res["reference"].shape == res["jax"].shape == (13 * 256,)
+    with pytest.raises(UserError, match="CPU only"):
+        cw.compare(argparse.Namespace(src=src, input=str(wav), device="gpu", config=None, sigma=0.6, seed=3,
+                                      repeats=1))

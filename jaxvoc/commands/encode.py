@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from jaxvoc.audio import chmod_from_umask
+
 from jaxvoc.errors import UserError
 
 BUCKET_FRAMES = 16  # length-bucket quantum, in codec frames
@@ -73,9 +75,7 @@ def save_npz(path: str, **arrays) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buf.getvalue())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a token file is an ordinary output file
+        chmod_from_umask(tmp)  # mkstemp makes 0600; a token file is an ordinary output file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
