@@ -8,7 +8,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,23 @@ def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: Ca
         sync(fn())
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def time_alternating(fns: Sequence[Callable[[], Any]], repeats: int = 3, warmup: int = 1,
+                     syncs: Sequence[Callable[[Any], Any]] | None = None) -> list[float]:
+    """Median wall time of each ``fns[i]()``, the calls interleaved (a, b, a, b, ...) after ``warmup`` runs of
+    each, so that load from other processes on a shared machine falls on all sides alike."""
+    syncs = list(syncs) if syncs is not None else [lambda x: x] * len(fns)
+    for _ in range(warmup):
+        for fn, sync in zip(fns, syncs):
+            sync(fn())
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, sync, ts in zip(fns, syncs, times):
+            t = time.perf_counter()
+            sync(fn())
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def jax_sync(x):

@@ -50,9 +50,13 @@ def main(argv: list[str]) -> int:
     with jax.default_device(jdev):
         jmodel = Pretrained(cfg, params)
         mel_j = jax.device_put(jnp.asarray(mel.transpose(0, 2, 1)), jdev)
-        t_jax = rp.time_call(lambda: jmodel(mel_j), args.repeats, 2, rp.jax_sync)
-    with torch.inference_mode():
-        t_torch = rp.time_call(lambda: model(mel_t), args.repeats, 2, rp.torch_sync(args.device))
+
+    def run_torch():
+        with torch.inference_mode():
+            return model(mel_t)
+
+    t_jax, t_torch = rp.time_alternating([lambda: jmodel(mel_j), run_torch], args.repeats, 2,
+                                         [rp.jax_sync, rp.torch_sync(args.device)])
     samples = args.batch * args.frames * cfg.hop_size
     k_jax, k_torch = samples / t_jax / 1e3, samples / t_torch / 1e3
     print(f"config {args.config}, {args.frames} frames x batch {args.batch} = {samples} samples, device "

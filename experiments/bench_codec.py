@@ -65,13 +65,20 @@ def main(argv=None) -> int:
     n_t = torch.full((args.batch,), n, dtype=torch.long)
     with torch.inference_mode():
         tok_t, tlen_t = model.encode(audio=a_t, audio_len=n_t)
-        t_enc_torch = rp.time_call(lambda: model.encode(audio=a_t, audio_len=n_t), args.repeats)
-        t_dec_torch = rp.time_call(lambda: model.decode(tokens=tok_t, tokens_len=tlen_t), args.repeats)
     a_j = jnp.asarray(audio)
     tokens = tok_t.numpy()
     tok_j = jnp.asarray(tokens)
-    t_enc_jax = rp.time_call(lambda: jm.encode(a_j), args.repeats, 1, rp.jax_sync)
-    t_dec_jax = rp.time_call(lambda: jm.decode(tok_j), args.repeats, 1, rp.jax_sync)
+
+    def in_torch(fn):
+        def run():
+            with torch.inference_mode():
+                return fn()
+        return run
+
+    t_enc_jax, t_enc_torch, t_dec_jax, t_dec_torch = rp.time_alternating(
+        [lambda: jm.encode(a_j), in_torch(lambda: model.encode(audio=a_t, audio_len=n_t)),
+         lambda: jm.decode(tok_j), in_torch(lambda: model.decode(tokens=tok_t, tokens_len=tlen_t))],
+        args.repeats, 1, [rp.jax_sync, lambda x: x] * 2)
     agree = float(np.mean(np.asarray(jm.encode(a_j)[0]) == tokens)) * 100
     if args.profile:
         with jax.profiler.trace(args.profile):

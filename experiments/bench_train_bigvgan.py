@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import tempfile
 import time
 
@@ -55,6 +54,7 @@ def main(argv: list[str]) -> int:
     import jax.numpy as jnp
     import torch
 
+    from conversion import report as rp
     from conversion import bigvgan as cb
     from conversion.bigvgan_train import official_batch, official_discriminators, official_train_step
     from jaxvoc.train import config as config_lib
@@ -96,24 +96,15 @@ def main(argv: list[str]) -> int:
         state["s"], m = compiled(state["s"], audio)
         jax.block_until_ready((state["s"], m))
 
-    jax_step()
-    torch_step()  # warm-up
-    tj, tt = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        jax_step()
-        tj.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        torch_step()
-        tt.append(time.perf_counter() - t)
-    sj, st = 1 / statistics.median(tj), 1 / statistics.median(tt)
+    tj, tt = rp.time_alternating([jax_step, torch_step], args.repeats)
+    sj, st = 1 / tj, 1 / tt
     n_g = sum(p.numel() for p in gen.parameters())
     n_d = sum(p.numel() for p in mpd.parameters()) + sum(p.numel() for p in mrd.parameters())
     print(f"config {args.config}{' (small)' if args.small else ''}: generator {n_g / 1e6:.2f} M, discriminators "
           f"{n_d / 1e6:.2f} M parameters; batch {args.batch} x segment {args.segment}; device "
           f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, "
           f"torch {torch.__version__}; jax compile {t_compile:.1f} s")
-    print(f"median of {args.repeats}: jax {statistics.median(tj) * 1e3:.0f} ms, pytorch "
-          f"{statistics.median(tt) * 1e3:.0f} ms per step")
+    print(f"median of {args.repeats}: jax {tj * 1e3:.0f} ms, pytorch "
+          f"{tt * 1e3:.0f} ms per step")
     print(f"train-bigvgan: jax {sj:.3f} steps/s, pytorch {st:.3f} steps/s, ratio {sj / st:.2f}")
     return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 
@@ -35,8 +34,10 @@ def main(argv: list[str]) -> int:
     import jax
     import jax.numpy as jnp
     import torch
+
     from waveglow.glow import WaveGlowLoss
 
+    from conversion import report as rp
     from conversion import waveglow as cw
     from jaxvoc import waveglow as wg
     from jaxvoc.audio import load_audio
@@ -95,23 +96,14 @@ def main(argv: list[str]) -> int:
         state["s"], m = compiled(state["s"], batch)
         jax.block_until_ready((state["s"], m))
 
-    jax_step()
-    torch_step()
-    tj, tt = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        jax_step()
-        tj.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        torch_step()
-        tt.append(time.perf_counter() - t)
-    sj, st = 1 / statistics.median(tj), 1 / statistics.median(tt)
+    tj, tt = rp.time_alternating([jax_step, torch_step], args.repeats)
+    sj, st = 1 / tj, 1 / tt
     n = sum(p.numel() for p in model.parameters())
     print(f"waveglow{' (small)' if args.small else ' (published config)'}: {n / 1e6:.2f} M parameters; batch "
           f"{args.batch} x segment {args.segment}; jax {'bfloat16' if args.bf16 else 'float32'} compute; device "
           f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, torch "
           f"{torch.__version__}; jax compile {t_compile:.1f} s")
-    print(f"median of {args.repeats}: jax {statistics.median(tj) * 1e3:.0f} ms, pytorch "
-          f"{statistics.median(tt) * 1e3:.0f} ms per step")
+    print(f"median of {args.repeats}: jax {tj * 1e3:.0f} ms, pytorch "
+          f"{tt * 1e3:.0f} ms per step")
     print(f"train-waveglow: jax {sj:.3f} steps/s, pytorch {st:.3f} steps/s, ratio {sj / st:.2f}")
     return 0

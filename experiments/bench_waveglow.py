@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
 import sys
 import time
 
@@ -57,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from conversion import common
+    from conversion import report as rp
     from conversion import waveglow as cw
     from jaxvoc.waveglow import Pretrained, WaveGlowConfig, WNConfig
 
@@ -85,16 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run_jax()
     compile_s = time.perf_counter() - t0
-    run_torch()
-    tt, tj = [], []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        run_torch()
-        tt.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        run_jax()
-        tj.append(time.perf_counter() - t)
-    t_torch, t_jax = statistics.median(tt), statistics.median(tj)
+    t_torch, t_jax = rp.time_alternating([run_torch, run_jax], args.repeats)
     print(f"config: {cfg.n_flows} flows, WN {cfg.WN_config.n_layers} layers x {cfg.WN_config.n_channels} channels, "
           f"n_group {cfg.n_group}; {args.frames} frames = {n_samples} samples; sigma {args.sigma}")
     print(f"threads: torch {torch.get_num_threads()}, cpu count {os.cpu_count()}; jax first call (compile + run) "

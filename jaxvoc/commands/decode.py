@@ -89,12 +89,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from jaxvoc.audio import write_audio
-    from jaxvoc.commands.encode import batches, load_codec, unique_stems
+    from jaxvoc.commands.encode import batches, open_codec
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    stems = unique_stems(args.inputs)
-    model = load_codec(args.ckpt)
+    stems, model = open_codec(args)
     cfg = model.config
     items = [read_tokens(p, model) for p in args.inputs]
     bucket = not args.no_bucket

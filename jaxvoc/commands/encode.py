@@ -63,6 +63,13 @@ def batches(lengths: list[int], batch_size: int, bucket: bool, quantum: int = BU
     return plan, len(groups)
 
 
+def open_codec(args):
+    """The argument checks shared by encode and decode, then the codec: (output stems, codec model)."""
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    return unique_stems(args.inputs), load_codec(args.ckpt)
+
+
 def save_npz(path: str, **arrays) -> None:
     """np.savez, atomically (temporary file in the same folder, then rename)."""
     import tempfile
@@ -88,10 +95,7 @@ def run(args) -> int:
 
     from jaxvoc.audio import load_audio
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    stems = unique_stems(args.inputs)
-    model = load_codec(args.ckpt)
+    stems, model = open_codec(args)
     cfg = model.config
     spf, minimum = cfg.samples_per_frame, cfg.min_samples()
     audios = []
