@@ -53,9 +53,10 @@ def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: Ca
 
 
 def time_alternating(fns: Sequence[Callable[[], Any]], repeats: int = 3, warmup: int = 1,
-                     syncs: Sequence[Callable[[Any], Any]] | None = None) -> list[float]:
+                     syncs: Sequence[Callable[[Any], Any]] | None = None, runs: list | None = None) -> list[float]:
     """Median wall time of each ``fns[i]()``, the calls interleaved (a, b, a, b, ...) after ``warmup`` runs of
-    each, so that load from other processes on a shared machine falls on all sides alike."""
+    each, so that load from other processes on a shared machine falls on all sides alike. ``runs``, when
+    given, receives every side's list of times."""
     syncs = list(syncs) if syncs is not None else [lambda x: x] * len(fns)
     for _ in range(warmup):
         for fn, sync in zip(fns, syncs):
@@ -66,6 +67,8 @@ def time_alternating(fns: Sequence[Callable[[], Any]], repeats: int = 3, warmup:
             t = time.perf_counter()
             sync(fn())
             ts.append(time.perf_counter() - t)
+    if runs is not None:
+        runs.extend(times)
     return [statistics.median(ts) for ts in times]
 
 

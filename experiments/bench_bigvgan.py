@@ -51,11 +51,15 @@ def main(argv: list[str]) -> int:
         jmodel = Pretrained(cfg, params)
         mel_j = jax.device_put(jnp.asarray(mel.transpose(0, 2, 1)), jdev)
 
+    def run_jax():
+        with jax.default_device(jdev):
+            return jmodel(mel_j)
+
     def run_torch():
         with torch.inference_mode():
             return model(mel_t)
 
-    t_jax, t_torch = rp.time_alternating([lambda: jmodel(mel_j), run_torch], args.repeats, 2,
+    t_jax, t_torch = rp.time_alternating([run_jax, run_torch], args.repeats, 2,
                                          [rp.jax_sync, rp.torch_sync(args.device)])
     samples = args.batch * args.frames * cfg.hop_size
     k_jax, k_torch = samples / t_jax / 1e3, samples / t_torch / 1e3

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     run_jax()
     compile_s = time.perf_counter() - t0
-    t_torch, t_jax = rp.time_alternating([run_torch, run_jax], args.repeats)
+    runs: list = []
+    t_torch, t_jax = rp.time_alternating([run_torch, run_jax], args.repeats, runs=runs)
+    tt, tj = runs
     print(f"config: {cfg.n_flows} flows, WN {cfg.WN_config.n_layers} layers x {cfg.WN_config.n_channels} channels, "
           f"n_group {cfg.n_group}; {args.frames} frames = {n_samples} samples; sigma {args.sigma}")
     print(f"threads: torch {torch.get_num_threads()}, cpu count {os.cpu_count()}; jax first call (compile + run) "
