@@ -80,7 +80,9 @@ class BigVGANObjective:
         y = batch["audio"]
         aux = {"loss_mel": self.mel_loss(y, y_g)}
         for name, suffix in (("mpd", "f"), ("mrd", "s")):
-            (_, fake), (fmap_r, fmap_g) = self._discriminate(name, params_d[name], y, y_g)
+            # two passes, as train.py: the gradient flows back through the fake half only (one pass over the
+            # concatenated batch would pull the real half's input gradients back through every layer too)
+            (_, fake), (fmap_r, fmap_g) = self._discriminate(name, params_d[name], y, y_g, joint=False)
             aux[f"loss_fm_{suffix}"] = losses.feature_loss(fmap_r, fmap_g)
             aux[f"loss_gen_{suffix}"] = losses.generator_loss(fake)[0]
         full = aux["loss_gen_s"] + aux["loss_gen_f"] + aux["loss_fm_s"] + aux["loss_fm_f"] + aux["loss_mel"]
@@ -97,8 +99,14 @@ class BigVGANObjective:
             return losses.multiscale_mel_loss(y_g, y, self.multiscale_configs) * self.lambda_melloss
         return losses.mel_l1_loss(y, y_g, self.loss_mel_config) * self.lambda_melloss
 
-    def _discriminate(self, name: str, params, y: Array, y_g: Array):
-        """One discriminator group on [y; y_g]: ((real outputs, fake outputs), (real fmaps, fake fmaps))."""
+    def _discriminate(self, name: str, params, y: Array, y_g: Array, joint: bool = True):
+        """One discriminator group on y and y_g: ((real outputs, fake outputs), (real fmaps, fake fmaps)); with
+        ``joint`` in one pass over [y; y_g] (the discriminator step, which needs no input gradient)."""
+        d = self.discriminators[name]
+        if not joint:
+            real, fmap_r = d.apply({"params": params}, y)
+            fake, fmap_g = d.apply({"params": params}, y_g.astype(y.dtype))
+            return (real, fake), (fmap_r, fmap_g)
         B = y.shape[0]
         outs, fmaps = self.discriminators[name].apply({"params": params}, jnp.concatenate([y, y_g.astype(y.dtype)]))
         real, fake = [o[:B] for o in outs], [o[B:] for o in outs]

@@ -14,6 +14,7 @@ the parametrisation, inference runs on folded weights.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -239,9 +240,39 @@ class Snake(nn.Module):
         return snake(x, alpha, scale)
 
 
+@jax.custom_vjp
 def snake(x: Array, alpha: Array, magnitude: Array) -> Array:
+    """``x + 1/(magnitude + 1e-9) * sin(alpha x)^2``, alpha and magnitude per channel (last axis).
+
+    The gradient is written out: autodiff's per-channel sums over batch and time become reductions that XLA
+    fuses with the whole elementwise chain before them, recomputed once per sum and not vectorised on CPU
+    (measured: the parameter gradients of an anti-aliased activation 4x the input gradient). Here the
+    elementwise terms are computed once and summed as a matrix-vector product."""
     inv = 1.0 / (magnitude + 1e-9)  # the official no_div_by_zero
     return x + inv.astype(x.dtype) * jnp.square(sin(x * alpha.astype(x.dtype)))
+
+
+def _channel_sum(v: Array) -> Array:
+    flat = v.reshape(-1, v.shape[-1])
+    return jnp.ones((flat.shape[0],), v.dtype) @ flat
+
+
+def _snake_fwd(x, alpha, magnitude):
+    return snake(x, alpha, magnitude), (x, alpha, magnitude)
+
+
+def _snake_bwd(res, g):
+    x, alpha, magnitude = res
+    inv = 1.0 / (magnitude + 1e-9)
+    a, i = alpha.astype(x.dtype), inv.astype(x.dtype)
+    s, c = _sin_cos_f32(x * a) if x.dtype == jnp.float32 else (jnp.sin(x * a), jnp.cos(x * a))
+    gsc = g * (2 * s * c) * i  # g * d(inv * s^2) / d(alpha x)
+    g_alpha = _channel_sum(gsc * x).astype(alpha.dtype)
+    g_mag = (-_channel_sum(g * jnp.square(s)) * jnp.square(i)).astype(magnitude.dtype)
+    return g + gsc * a, g_alpha.reshape(alpha.shape), g_mag.reshape(magnitude.shape)
+
+
+snake.defvjp(_snake_fwd, _snake_bwd)
 
 
 # float32 sine as elementwise arithmetic. XLA's CPU backend lowers jnp.sin to a scalar libm call per element,
@@ -315,6 +346,46 @@ def _shift(x: Array, start: int, length: int) -> Array:
     return jax.lax.slice_in_dim(x, start, start + length, axis=1)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _fir(xs: tuple[Array, ...], terms: tuple[tuple[int, int, float], ...], length: int) -> Array:
+    """``sum(w * xs[i][:, s:s + length] for i, s, w in terms)``, summed in the order given: a short FIR over
+    shifted slices along axis 1, which XLA fuses into one elementwise loop. Its gradient is written out as the
+    same kind of sum over slices of the once-padded output gradient; left to autodiff, every slice would
+    transpose into a padded full-size array of its own (measured: the anti-aliased activation's backward
+    pass 10x its forward, 2x PyTorch's)."""
+    acc = None
+    for i, start, w in terms:
+        term = _shift(xs[i], start, length) * w
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def _fir_fwd(xs, terms, length):
+    # empty arrays carry each input's length and dtype (static) to the backward pass
+    return _fir(xs, terms, length), tuple(jnp.zeros((x.shape[1], 0), x.dtype) for x in xs)
+
+
+def _fir_bwd(terms, length, res, g):
+    grads = []
+    for i in range(len(res)):
+        mine = [(s, w) for j, s, w in terms if j == i]
+        n_in = res[i].shape[0]
+        if not mine:
+            grads.append(jnp.zeros(g.shape[:1] + (n_in,) + g.shape[2:], res[i].dtype))
+            continue
+        lo, hi = max(s for s, _ in mine), min(s for s, _ in mine)
+        gp = jnp.pad(g, ((0, 0), (lo, n_in - length - hi)) + ((0, 0),) * (g.ndim - 2))
+        acc = None
+        for s, w in mine:  # d x[t] = sum w * g[t - s]
+            term = _shift(gp, lo - s, n_in) * w
+            acc = term if acc is None else acc + term
+        grads.append(acc.astype(res[i].dtype))
+    return (tuple(grads),)
+
+
+_fir.defvjp(_fir_fwd, _fir_bwd)
+
+
 def _taps(ratio: int, kernel_size: int, taps: Sequence[float] | None) -> np.ndarray:
     """The low-pass taps: given ones (e.g. the exact float32 buffer of an official checkpoint), else computed."""
     if taps is not None:
@@ -343,14 +414,8 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
     for j in range(r):
         a = j + pad_left
         q, base = a % r, a // r
-        acc = None
-        for m in range(m_taps):
-            w = float(taps[m * r + q])
-            if w == 0.0:
-                continue
-            term = _shift(xp, base - m, L) * w
-            acc = term if acc is None else acc + term
-        phases.append(acc)
+        terms = tuple((0, base - m, float(taps[m * r + q])) for m in range(m_taps) if taps[m * r + q] != 0.0)
+        phases.append(_fir((xp,), terms, L))
     return phases
 
 
@@ -371,12 +436,9 @@ def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int 
     last = phases[-1][:, -1:]
     ext = [jnp.concatenate([jnp.repeat(first, ext_l, axis=1), p, jnp.repeat(last, ext_r, axis=1)], axis=1)
            for p in phases]
-    acc = None
-    for i in range(k):
-        b = i - pad_left  # z[s] += taps[i] * y[s*r + b]
-        term = _shift(ext[b % r], ext_l + b // r, L) * float(taps[i])
-        acc = term if acc is None else acc + term
-    return acc
+    # z[s] += taps[i] * y[s*r + b], b = i - pad_left
+    terms = tuple(((i - pad_left) % r, ext_l + (i - pad_left) // r, float(taps[i])) for i in range(k))
+    return _fir(tuple(ext), terms, L)
 
 
 def upsample(x: Array, ratio: int = 2, kernel_size: int = 12) -> Array:
