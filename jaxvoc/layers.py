@@ -352,7 +352,8 @@ def _fir(xs: tuple[Array, ...], terms: tuple[tuple[int, int, float], ...], lengt
     shifted slices along axis 1, which XLA fuses into one elementwise loop. Its gradient is written out as the
     same kind of sum over slices of the once-padded output gradient; left to autodiff, every slice would
     transpose into a padded full-size array of its own (measured: the anti-aliased activation's backward
-    pass 10x its forward, 2x PyTorch's)."""
+    pass 10x its forward, 2x PyTorch's). Being a custom VJP, it supports reverse-mode differentiation only
+    (as does :func:`snake`): jax.jvp / jacfwd through BigVGAN's activations raise."""
     acc = None
     for i, start, w in terms:
         term = _shift(xs[i], start, length) * w
