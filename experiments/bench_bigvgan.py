@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 
 import numpy as np
 
@@ -39,8 +38,9 @@ def main(argv: list[str]) -> int:
     model = cb.official_model(config, seed=0)
     cb.randomize_(model, 0)
     sd = model.state_dict()
-    params = cb.convert_state_dict(sd, BigVGANConfig.from_dict(config), "official model")
-    cfg = cb.with_checkpoint_taps(BigVGANConfig.from_dict(config), sd, "official model")
+    cfg = BigVGANConfig.from_dict(config)
+    params = cb.convert_state_dict(sd, cfg, "official model")
+    cfg = cb.with_checkpoint_taps(cfg, sd, "official model")
     with contextlib.redirect_stdout(io.StringIO()):
         model.remove_weight_norm()
     model = model.to(tdev)

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
-import time
 
-import numpy as np
+from train_bench_common import print_result, speech_segments, time_train_steps
 
 
 def main(argv: list[str]) -> int:
@@ -32,17 +30,12 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     import jax
-    import jax.numpy as jnp
     import torch
 
     from waveglow.glow import WaveGlowLoss
 
-    from conversion import report as rp
     from conversion import waveglow as cw
     from jaxvoc import waveglow as wg
-    from jaxvoc.audio import load_audio
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train import loop, sharding
     from jaxvoc.train.tasks import WaveGlowTask
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -57,12 +50,7 @@ def main(argv: list[str]) -> int:
     cfg = wg.WaveGlowConfig.from_dict(raw)
     sigma, lr = float(raw["train_config"]["sigma"]), float(raw["train_config"]["learning_rate"])
 
-    import jaxvoc
-
-    y = load_audio(os.path.join(os.path.dirname(jaxvoc.__file__), "assets", "speech_24000.wav"), cfg.sampling_rate)
-    y = np.tile(y, 1 + args.batch * args.segment // len(y))
-    starts = np.linspace(0, len(y) - args.segment, args.batch).astype(int)
-    audio = np.stack([y[s:s + args.segment] for s in starts]).astype(np.float32)
+    audio = speech_segments(cfg.sampling_rate, args.batch, args.segment)
 
     # official side: the train.py loop body (mel from the loader, as Mel2Samp computes it)
     model = cw.official_model(cfg, seed=0)
@@ -80,30 +68,11 @@ def main(argv: list[str]) -> int:
         return float(loss)
 
     # jaxvoc side
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "config.json")
-        with open(path, "w") as f:
-            json.dump(raw, f)
-        task = WaveGlowTask(config_lib.load(path))
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), args.segment, 0)
-    state = {"s": setup.init()}
-    batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
-    t0 = time.perf_counter()
-    compiled = setup.step.lower(state["s"], batch).compile()
-    t_compile = time.perf_counter() - t0
-
-    def jax_step():
-        state["s"], m = compiled(state["s"], batch)
-        jax.block_until_ready((state["s"], m))
-
-    tj, tt = rp.time_alternating([jax_step, torch_step], args.repeats)
-    sj, st = 1 / tj, 1 / tt
+    tj, tt, t_compile = time_train_steps(WaveGlowTask, raw, audio, torch_step, args.repeats)
     n = sum(p.numel() for p in model.parameters())
     print(f"waveglow{' (small)' if args.small else ' (published config)'}: {n / 1e6:.2f} M parameters; batch "
           f"{args.batch} x segment {args.segment}; jax {'bfloat16' if args.bf16 else 'float32'} compute; device "
           f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, torch "
           f"{torch.__version__}; jax compile {t_compile:.1f} s")
-    print(f"median of {args.repeats}: jax {tj * 1e3:.0f} ms, pytorch "
-          f"{tt * 1e3:.0f} ms per step")
-    print(f"train-waveglow: jax {sj:.3f} steps/s, pytorch {st:.3f} steps/s, ratio {sj / st:.2f}")
+    print_result("train-waveglow", tj, tt, args.repeats)
     return 0
