@@ -11,7 +11,6 @@ mechanical rename. Layout is channels-last throughout.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Sequence
 
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxvoc.audio import MelConfig
 from jaxvoc.vocoder import Vocoder
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, read_json
 from jaxvoc.layers import Activation1d, Conv1d, ConvTranspose1d
 
 Array = jax.Array
@@ -79,14 +78,7 @@ class BigVGANConfig:
 
     @classmethod
     def from_json(cls, path: str) -> "BigVGANConfig":
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except FileNotFoundError:
-            raise UserError(f"config not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not valid JSON ({e}); give the model's config.json") from None
-        return cls.from_dict(d, path)
+        return cls.from_dict(read_json(path, "config", "give the model's config.json"), path)
 
     @classmethod
     def official(cls, name: str) -> "BigVGANConfig":

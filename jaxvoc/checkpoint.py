@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, read_json
 
 META = "jaxvoc.json"
 FORMAT_VERSION = 1
@@ -84,11 +84,7 @@ def read_meta(ckpt_dir: str) -> dict:
         raise UserError(f"checkpoint not found: {ckpt_dir}; convert a model first (jaxvoc convert ...)")
     if not os.path.exists(path):
         raise UserError(f"{ckpt_dir} is not a jaxvoc checkpoint (no {META}); convert it with jaxvoc convert")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is corrupt ({e}); convert the model again") from None
+    meta = read_json(path, "checkpoint metadata", "convert the model again")
     if meta.get("format") != FORMAT_VERSION or "kind" not in meta:
         raise UserError(f"{path} has an unknown format; convert the model again with this jaxvoc")
     return meta

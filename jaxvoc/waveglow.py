@@ -18,8 +18,6 @@ Sub-module names mirror the official state-dict names (``WN_3`` / ``in_layers_2`
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -28,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvoc.audio import MelConfig, frame, hann_window, reflect_pad
-from jaxvoc.errors import UserError
-from jaxvoc.layers import Conv1d, ConvTranspose1d, conv1d, fold_weight_norm, pad_time
+from jaxvoc.errors import UserError, read_json
+from jaxvoc.layers import Conv1d, ConvTranspose1d, fold_weight_norm
 from jaxvoc.vocoder import Vocoder
 
 Array = jax.Array
@@ -113,16 +111,7 @@ class WaveGlowConfig:
 
     @classmethod
     def from_json(cls, path: str) -> "WaveGlowConfig":
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except FileNotFoundError:
-            raise UserError(f"config not found: {path}") from None
-        except IsADirectoryError:
-            raise UserError(f"{path} is a folder; give the config.json file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path} is not valid JSON ({e}); give the WaveGlow config.json") from None
-        return cls.from_dict(d, path)
+        return cls.from_dict(read_json(path, "config", "give the WaveGlow config.json"), path)
 
     def to_dict(self) -> dict:
         """The official layout (``waveglow_config`` + ``data_config``), plus ``glow_old``."""

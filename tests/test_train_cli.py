@@ -48,6 +48,7 @@ def test_bad_input(tmp_path):
     assert_user_error(train_cli(tmp_path / "nope.json"), "config not found")
     (tmp_path / "bad.json").write_text("{not json")
     assert_user_error(train_cli(tmp_path / "bad.json"), "not valid JSON")
+    assert_user_error(train_cli(tmp_path / "wavs"), "is a folder")  # a folder given as the config
     cfg = json.load(open(good))
     cfg["train"]["learning_rat"] = 1
     json.dump(cfg, open(tmp_path / "typo.json", "w"))

@@ -15,11 +15,10 @@ The model kind is ``"model"`` when present, else recognised from the keys.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, read_json
 
 
 @dataclasses.dataclass
@@ -101,13 +100,7 @@ def _positive_int(d: dict, key: str, path: str) -> int:
 
 
 def load(path: str) -> TrainConfig:
-    if not os.path.exists(path):
-        raise UserError(f"config not found: {path}; give a training config (see experiments/configs/)")
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); fix the config file") from None
+    raw = read_json(path, "config", "give a training config (see experiments/configs/)")
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a JSON object")
     kind = raw.get("model")
