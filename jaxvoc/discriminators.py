@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -157,12 +156,14 @@ class MultiPeriodDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
-        outs, fmaps = [], []
-        for i, p in enumerate(self.config.mpd_reshapes):
-            o, f = DiscriminatorP(p, self.config.discriminator_channel_mult, name=f"discriminators_{i}")(x)
-            outs.append(o)
-            fmaps.append(f)
-        return outs, fmaps
+        return _run_each([DiscriminatorP(p, self.config.discriminator_channel_mult, name=f"discriminators_{i}")
+                          for i, p in enumerate(self.config.mpd_reshapes)], x)
+
+
+def _run_each(discs: list[nn.Module], x: Array) -> tuple[list[Array], list[list[Array]]]:
+    """The sub-discriminators of a group on the same audio: (outputs, feature maps), one entry per member."""
+    results = [d(x) for d in discs]
+    return [o for o, _ in results], [f for _, f in results]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -202,12 +203,8 @@ class MultiResolutionDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
-        outs, fmaps = [], []
-        for i, r in enumerate(self.config.resolutions):
-            o, f = DiscriminatorR(tuple(r), self.config.mrd_mult, name=f"discriminators_{i}")(x)
-            outs.append(o)
-            fmaps.append(f)
-        return outs, fmaps
+        return _run_each([DiscriminatorR(tuple(r), self.config.mrd_mult, name=f"discriminators_{i}")
+                          for i, r in enumerate(self.config.resolutions)], x)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -411,13 +408,8 @@ class MultiScaleSubbandCQTDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> tuple[list[Array], list[list[Array]]]:
         c = self.config
-        outs, fmaps = [], []
-        for i in range(len(c.cqtd_hop_lengths)):
-            o, f = DiscriminatorCQT(c, c.cqtd_hop_lengths[i], c.cqtd_n_octaves[i], c.cqtd_bins_per_octaves[i],
-                                    name=f"discriminators_{i}")(x)
-            outs.append(o)
-            fmaps.append(f)
-        return outs, fmaps
+        return _run_each([DiscriminatorCQT(c, hop, n_oct, bpo, name=f"discriminators_{i}") for i, (hop, n_oct, bpo)
+                          in enumerate(zip(c.cqtd_hop_lengths, c.cqtd_n_octaves, c.cqtd_bins_per_octaves))], x)
 
 
 def second_discriminator(config: DiscriminatorConfig) -> nn.Module:
