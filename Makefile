@@ -34,10 +34,10 @@ test: venv
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
-	$(VPY) experiments/demo.py $(if $(CKPT),--ckpt $(CKPT),)
+	$(VPY) -m experiments.demo $(if $(CKPT),--ckpt $(CKPT),)
 
 bench: venv
-	$(VPY) experiments/bench.py bigvgan
+	$(VPY) -m experiments.bench bigvgan
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from conversion import common
-from jaxvoc.bigvgan import BigVGAN, BigVGANConfig
+from jaxvoc.models.bigvgan import BigVGAN, BigVGANConfig
 from jaxvoc.errors import UserError
-from jaxvoc.layers import kaiser_sinc_filter
+from jaxvoc.nn.activations import kaiser_sinc_filter
 
 GENERATOR_FILE = "bigvgan_generator.pt"
 DISCRIMINATOR_FILE = "bigvgan_discriminator_optimizer.pt"
@@ -83,11 +83,10 @@ def with_checkpoint_taps(config: BigVGANConfig, sd: dict[str, Any], source: str)
     return dataclasses.replace(config, jaxvoc_antialias_filter=taps)
 
 
-def convert(src: str, config: str | None = None) -> tuple[dict, dict] | tuple[dict, dict, dict]:
-    """Returns (config dict, weight-normed params) of an official BigVGAN folder (``config``: a config.json
+def convert(src: str, config: str | None = None) -> common.Converted:
+    """(config dict, weight-normed params, extra) of an official BigVGAN folder (``config``: a config.json
     to use instead of the one in the folder). When the discriminator/optimizer file train.py writes beside
-    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), returns
-    (config dict, params, extra) with extra trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file
+    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), extra holds the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file
     holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
     :func:`convert_discriminator_file`)."""
     if config is not None and os.path.isfile(src):
@@ -101,9 +100,9 @@ def convert(src: str, config: str | None = None) -> tuple[dict, dict] | tuple[di
     cfg = with_checkpoint_taps(cfg, sd, gen_path)
     d_path = discriminator_path(gen_path)
     if d_path is None:
-        return cfg.to_dict(), params
+        return common.Converted(cfg.to_dict(), params, {})
     extra = convert_discriminator_file(d_path, cfg, generator_state_dict=sd)
-    return cfg.to_dict(), params, extra
+    return common.Converted(cfg.to_dict(), params, extra)
 
 
 def _generator_state_dict(gen_path: str) -> dict:
@@ -135,14 +134,14 @@ def discriminator_path(gen_path: str) -> str | None:
 
 
 def discriminator_config(config: BigVGANConfig | dict, source: str = "config"):
-    from jaxvoc.discriminators import DiscriminatorConfig
+    from jaxvoc.models.discriminators import DiscriminatorConfig
 
     d = config.to_dict() if isinstance(config, BigVGANConfig) else dict(config)
     return DiscriminatorConfig.from_dict(d, source)
 
 
 def discriminator_expected_tree(dcfg, name: str) -> dict:
-    from jaxvoc.discriminators import discriminators
+    from jaxvoc.models.discriminators import discriminators
 
     module = discriminators(dcfg)[name]
     x = jnp.zeros((1, 1 << 15), jnp.float32)
@@ -151,7 +150,8 @@ def discriminator_expected_tree(dcfg, name: str) -> dict:
 
 def _cqtd_buffers(dcfg) -> dict[str, np.ndarray]:
     """The constant buffers of the official CQTD's state dict, as the JAX model computes them."""
-    from jaxvoc.discriminators import cqt_plan, sinc_resample_kernel
+    from jaxvoc.dsp.cqt import cqt_plan
+    from jaxvoc.dsp.resample import sinc_resample_kernel
 
     out = {}
     sr = dcfg.sampling_rate
@@ -332,10 +332,23 @@ def write_official_folder(out_dir: str, config: dict, seed: int = 0, parametriza
     return out_dir
 
 
-def default_input() -> str:
-    import jaxvoc
+def official_mel_f64(audio: np.ndarray, cfg: BigVGANConfig) -> np.ndarray:
+    """The official mel_spectrogram run in float64: its caches pre-filled with float64 basis and window."""
+    import librosa
+    import torch
+    from bigvgan import meldataset as md
 
-    return os.path.join(os.path.dirname(jaxvoc.__file__), "assets", "speech_24000.wav")
+    key = f"{cfg.n_fft}_{cfg.num_mels}_{cfg.sampling_rate}_{cfg.hop_size}_{cfg.win_size}_{cfg.fmin}_{cfg.fmax}_cpu"
+    saved = md.mel_basis_cache.get(key), md.hann_window_cache.get(key)
+    md.mel_basis_cache[key] = torch.from_numpy(librosa.filters.mel(
+        sr=cfg.sampling_rate, n_fft=cfg.n_fft, n_mels=cfg.num_mels, fmin=cfg.fmin, fmax=cfg.fmax)).double()
+    md.hann_window_cache[key] = torch.hann_window(cfg.win_size, dtype=torch.float64)
+    try:
+        return md.mel_spectrogram(torch.from_numpy(audio).double()[None], cfg.n_fft, cfg.num_mels,
+                                  cfg.sampling_rate, cfg.hop_size, cfg.win_size, cfg.fmin, cfg.fmax)[0].numpy().T
+    finally:
+        for cache, v in zip((md.mel_basis_cache, md.hann_window_cache), saved):
+            cache.pop(key) if v is None else cache.__setitem__(key, v)
 
 
 def official_mel(audio: np.ndarray, config: dict):
@@ -352,13 +365,13 @@ def compare(args) -> dict:
     import torch
 
     from conversion import report as rp
-    from jaxvoc.audio import load_audio
-    from jaxvoc.bigvgan import Pretrained
+    from jaxvoc.io.audio import BUNDLED_SPEECH, load_audio
+    from jaxvoc.models.bigvgan import Pretrained
 
     tdev, jdev = rp.setup_device(args.device)
     config, params = convert(args.src, getattr(args, "config", None))
     cfg = BigVGANConfig.from_dict(config)
-    audio = load_audio(args.input or default_input(), cfg.sampling_rate)
+    audio = load_audio(args.input or BUNDLED_SPEECH, cfg.sampling_rate)
     mel = official_mel(audio, config)  # the official front-end feeds both models
     _, gen_path = locate(args.src) if not getattr(args, "config", None) else (None, args.src)
     model = official_model(config, common.load_torch_file(gen_path).get("generator"))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conversion import common
-from jaxvoc.codec import FINGERPRINT_KEY, AudioCodec, CodecConfig, fingerprint
+from jaxvoc.models.codec import FINGERPRINT_KEY, AudioCodec, CodecConfig, fingerprint
 from jaxvoc.errors import UserError
 
 CONFIG_NAME = "model_config.yaml"
@@ -185,7 +185,7 @@ def convert_state_dict(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str)
     return params, extra
 
 
-def convert(src: str, config: str | None = None) -> tuple[dict, dict, dict]:
+def convert(src: str, config: str | None = None) -> common.Converted:
     """Returns (config dict = NeMo's model config + fingerprint, weight-normed params, {discriminator: tree}).
     ``config``: a model_config.yaml to use instead of the archive's."""
     with open_nemo(src) as (cfg_path, ckpt_path):
@@ -196,7 +196,7 @@ def convert(src: str, config: str | None = None) -> tuple[dict, dict, dict]:
     out = cfg.to_dict()
     out.pop(FINGERPRINT_KEY, None)
     out[FINGERPRINT_KEY] = fingerprint(cfg, params)
-    return out, params, extra
+    return common.Converted(out, params, extra)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -436,25 +436,20 @@ def nemo_decode(model, tokens: np.ndarray, lengths=None) -> tuple[np.ndarray, np
     return audio.double().numpy() if audio.dtype == torch.float64 else audio.numpy(), alen.numpy()
 
 
-def default_input() -> str:
-    import jaxvoc
-
-    return os.path.join(os.path.dirname(jaxvoc.__file__), "assets", "speech_24000.wav")
-
-
 def compare(args) -> dict:
     """NeMo's AudioCodecModel and the converted JAX codec on one audio file: token agreement (JAX encode vs
     NeMo encode) and decoded audio (both decoders on NeMo's tokens)."""
     import torch
 
     from conversion import report as rp
-    from jaxvoc.audio import MelConfig, load_audio
-    from jaxvoc.codec import Pretrained
+    from jaxvoc.dsp.stft import MelConfig
+    from jaxvoc.io.audio import BUNDLED_SPEECH, load_audio
+    from jaxvoc.models.codec import Pretrained
 
     tdev, jdev = rp.setup_device(args.device)
     config, params, _ = convert(args.src, getattr(args, "config", None))
     cfg = CodecConfig.from_dict(config)
-    audio = load_audio(args.input or default_input(), cfg.sample_rate)
+    audio = load_audio(args.input or BUNDLED_SPEECH, cfg.sample_rate)
     if len(audio) < cfg.min_samples():
         raise UserError(f"the input is too short ({len(audio)} samples); the codec needs {cfg.min_samples()}")
     model = official_model(args.src)

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import jax
 import numpy as np
 
 from jaxvoc.errors import UserError
+
+
+class Converted(NamedTuple):
+    """What every converter's ``convert(src, config=None)`` returns: the config dict written to the jaxvoc
+    checkpoint, the (weight-normed) parameter tree, and further named trees saved beside it (discriminators,
+    optimizer moments; empty when the source has none)."""
+
+    config: dict
+    params: Any
+    extra: dict
 
 
 def load_torch_file(path: str) -> Any:

@@ -4,15 +4,13 @@ the table, the JSON report and the spectrogram PNG."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from jaxvoc.audio import chmod_from_umask
+from jaxvoc.io.atomic import atomic_file
 from jaxvoc.errors import UserError
 
 
@@ -32,7 +30,7 @@ def max_abs(test: np.ndarray, ref: np.ndarray) -> float:
 
 def logmel_l1(a: np.ndarray, b: np.ndarray, mel_config) -> float:
     """Mean absolute difference of the log-mels of two waveforms (the model's own front-end)."""
-    from jaxvoc.audio import mel_spectrogram
+    from jaxvoc.dsp.stft import mel_spectrogram
 
     ma = np.asarray(mel_spectrogram(np.asarray(a, np.float32).reshape(1, -1), mel_config))
     mb = np.asarray(mel_spectrogram(np.asarray(b, np.float32).reshape(1, -1), mel_config))
@@ -124,13 +122,8 @@ def print_table(rows: list[tuple[str, str]], title: str) -> None:
 
 
 def write_json(path: str, report: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    with atomic_file(path, ".json") as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=2, default=float)
-    chmod_from_umask(tmp)
-    os.replace(tmp, path)
 
 
 def spectrogram_png(path: str, ref: np.ndarray, test: np.ndarray, mel_config, title: str) -> None:
@@ -140,7 +133,7 @@ def spectrogram_png(path: str, ref: np.ndarray, test: np.ndarray, mel_config, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from jaxvoc.audio import mel_spectrogram
+    from jaxvoc.dsp.stft import mel_spectrogram
 
     mr = np.asarray(mel_spectrogram(np.asarray(ref, np.float32).reshape(1, -1), mel_config))[0].T
     mt = np.asarray(mel_spectrogram(np.asarray(test, np.float32).reshape(1, -1), mel_config))[0].T
@@ -156,11 +149,8 @@ def spectrogram_png(path: str, ref: np.ndarray, test: np.ndarray, mel_config, ti
     axes[2].set_xlabel("frame")
     fig.colorbar(im, ax=axes[2])
     fig.suptitle(title)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    chmod_from_umask(tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)

@@ -29,8 +29,7 @@ import numpy as np
 
 from conversion import common, safe_pickle
 from jaxvoc.errors import UserError
-from jaxvoc.waveglow import (UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, WaveGlow, WaveGlowConfig, WNConfig,
-                             noise_shapes)
+from jaxvoc.models.waveglow import UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, WaveGlow, WaveGlowConfig, WNConfig, noise_shapes
 
 RECORD_MODULES = ("glow", "glow_old", "waveglow", "waveglow.*")
 
@@ -242,12 +241,12 @@ def load_state_dict(src: str, config: str | WaveGlowConfig | None = None
     return sd, cfg
 
 
-def convert(src: str, config: str | None = None) -> tuple[dict, dict]:
-    """Returns (config dict, weight-normed params) of a WaveGlow checkpoint (``config``: a config.json to
+def convert(src: str, config: str | None = None) -> common.Converted:
+    """(config dict, weight-normed params, no extra trees) of a WaveGlow checkpoint (``config``: a config.json to
     use instead of the one inferred)."""
     sd, cfg = load_state_dict(src, config)
     params = common.state_dict_to_params(sd, expected_tree(cfg), src, transposed=lambda p: p[0] == "upsample")
-    return cfg.to_dict(), params
+    return common.Converted(cfg.to_dict(), params, {})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -548,29 +547,20 @@ def unfuse_res_skip_(model) -> None:
         wn.res_layers, wn.skip_layers = res, skip
 
 
-def default_input() -> str:
-    """The 22.05 kHz speech fixture of a source checkout, else the packaged 24 kHz sample (resampled)."""
-    import jaxvoc
-
-    here = os.path.dirname(jaxvoc.__file__)
-    fixture = os.path.join(os.path.dirname(here), "tests", "fixtures", "speech_22050.wav")
-    return fixture if os.path.exists(fixture) else os.path.join(here, "assets", "speech_24000.wav")
-
-
 def compare(args) -> dict:
     """The official model (rebuilt from the converted tensors with the installed ``waveglow`` package, weight
     norm removed, inference mode) and the converted JAX model on one mel, with the same noise."""
     import torch
 
     from conversion import report as rp
-    from jaxvoc.audio import load_audio
-    from jaxvoc.waveglow import Pretrained, nll
+    from jaxvoc.io.audio import BUNDLED_SPEECH, load_audio
+    from jaxvoc.models.waveglow import Pretrained, nll
 
     if args.device != "cpu":
         raise UserError("compare waveglow runs on the CPU only (the official infer needs a CUDA noise patch)")
     sd, cfg = load_state_dict(args.src, getattr(args, "config", None))
     params = common.state_dict_to_params(sd, expected_tree(cfg), args.src, transposed=lambda p: p[0] == "upsample")
-    path = args.input or default_input()
+    path = args.input or BUNDLED_SPEECH
     audio = load_audio(path, cfg.sampling_rate)
     audio = audio[:len(audio) // cfg.hop_length * cfg.hop_length]
     mel = official_mel(audio, cfg)  # the official front-end feeds both models

@@ -13,10 +13,11 @@ import torch
 
 from conftest import speech
 from conversion import bigvgan as cb
+from conversion.bigvgan import official_mel_f64
 from conversion.report import snr_db
-from jaxvoc import checkpoint
-from jaxvoc.audio import mel_spectrogram
-from jaxvoc.bigvgan import BigVGANConfig, Pretrained, official_configs
+from jaxvoc.io import checkpoint
+from jaxvoc.dsp.stft import mel_spectrogram
+from jaxvoc.models.bigvgan import BigVGANConfig, Pretrained, official_configs
 
 ALL_CONFIGS = official_configs()
 
@@ -25,24 +26,6 @@ def test_all_nine_official_configs_are_bundled():
     assert len(ALL_CONFIGS) == 9
     for name in ALL_CONFIGS:
         BigVGANConfig.official(name)  # parses and validates
-
-
-def official_mel_f64(audio: np.ndarray, cfg: BigVGANConfig) -> np.ndarray:
-    """The official mel_spectrogram run in float64: its caches pre-filled with float64 basis and window."""
-    import librosa
-    from bigvgan import meldataset as md
-
-    key = f"{cfg.n_fft}_{cfg.num_mels}_{cfg.sampling_rate}_{cfg.hop_size}_{cfg.win_size}_{cfg.fmin}_{cfg.fmax}_cpu"
-    saved = md.mel_basis_cache.get(key), md.hann_window_cache.get(key)
-    md.mel_basis_cache[key] = torch.from_numpy(librosa.filters.mel(
-        sr=cfg.sampling_rate, n_fft=cfg.n_fft, n_mels=cfg.num_mels, fmin=cfg.fmin, fmax=cfg.fmax)).double()
-    md.hann_window_cache[key] = torch.hann_window(cfg.win_size, dtype=torch.float64)
-    try:
-        return md.mel_spectrogram(torch.from_numpy(audio).double()[None], cfg.n_fft, cfg.num_mels,
-                                  cfg.sampling_rate, cfg.hop_size, cfg.win_size, cfg.fmin, cfg.fmax)[0].numpy().T
-    finally:
-        for cache, v in zip((md.mel_basis_cache, md.hann_window_cache), saved):
-            cache.pop(key) if v is None else cache.__setitem__(key, v)
 
 
 @pytest.mark.parametrize("name,sr", [("bigvgan_v2_24khz_100band_256x", 24000),
@@ -97,7 +80,7 @@ def run_both(config: dict, tmp_path, frames: int = 24, seed: int = 0, parametriz
     returns (jax output, official float32 output, official float64 output) on a mel of real speech."""
     folder = cb.write_official_folder(str(tmp_path / "official"), config, seed=seed,
                                       parametrizations=parametrizations)
-    cfg_dict, params = cb.convert(folder)
+    cfg_dict, params, _ = cb.convert(folder)
     cfg = BigVGANConfig.from_dict(cfg_dict)
     mel = cb.official_mel(speech(_fixture_rate(cfg.sampling_rate)), config)[:, :, 40:40 + frames]
     sd = torch.load(os.path.join(folder, cb.GENERATOR_FILE), weights_only=True)["generator"]
@@ -163,7 +146,7 @@ def small_config() -> dict:
 def test_both_weight_norm_key_styles_convert_to_the_same_params(tmp_path, parametrizations):
     a = cb.write_official_folder(str(tmp_path / "a"), small_config(), seed=3, parametrizations=False)
     b = cb.write_official_folder(str(tmp_path / "b"), small_config(), seed=3, parametrizations=parametrizations)
-    pa, pb = cb.convert(a)[1], cb.convert(b)[1]
+    pa, pb, _ = cb.convert(a)[1], cb.convert(b)[1]
     import jax
 
     for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
@@ -180,7 +163,7 @@ def test_folded_state_dict_converts(tmp_path):
     model.load_state_dict(torch.load(os.path.join(folder, cb.GENERATOR_FILE), weights_only=True)["generator"])
     model.remove_weight_norm()
     torch.save({"generator": model.state_dict()}, os.path.join(folder, cb.GENERATOR_FILE))
-    cfg, params = cb.convert(folder)
+    cfg, params, _ = cb.convert(folder)
     assert "kernel" in params["conv_pre"] and "weight_v" not in params["conv_pre"]
     mel = torch.randn(1, config["num_mels"], 10)
     with torch.inference_mode():
@@ -193,7 +176,7 @@ def test_convert_save_load_round_trip(tmp_path):
     import jaxvoc
 
     folder = cb.write_official_folder(str(tmp_path / "src"), small_config(), seed=2)
-    cfg, params = cb.convert(folder)
+    cfg, params, _ = cb.convert(folder)
     checkpoint.save(str(tmp_path / "ckpt"), "bigvgan", cfg, params)
     model = jaxvoc.load(str(tmp_path / "ckpt"))
     direct = Pretrained(BigVGANConfig.from_dict(cfg), params)

@@ -60,7 +60,7 @@ def _check_step(result: dict, frozen: bool) -> None:
     ("bigvgan_v2_24khz_100band_256x", (0,), 0),  # v2: MPD + CQTD + multi-scale mel loss
 ])
 def test_objective_matches_official_train_step(name, steps, freeze_step):
-    from conversion.bigvgan_train import measure_equivalence, small_config
+    from experiments.reference.bigvgan_train import measure_equivalence, small_config
 
     config = small_config(name)
     # float64 reference for the free step (the frozen one is held to the bounds as they stand)
@@ -81,7 +81,7 @@ def test_resample_and_cqt_match_official(sr, hop, octaves, bpo):
     import torchaudio
     from nnAudio import features
 
-    from jaxvoc import discriminators as D
+    from jaxvoc.models import discriminators as D
 
     x = _segments(sr, 8192)
     x[1] *= 0.3
@@ -115,7 +115,7 @@ def _train_folder(tmp_path, name: str):
     import torch
 
     from conversion import bigvgan as cb
-    from conversion.bigvgan_train import official_discriminators, randomize_discriminator_, small_config
+    from experiments.reference.bigvgan_train import official_discriminators, randomize_discriminator_, small_config
 
     config = small_config(name)
     folder = cb.write_official_folder(str(tmp_path / name), config, seed=3)
@@ -155,11 +155,11 @@ def test_convert_discriminator_file_round_trip(tmp_path):
 
     from conversion import bigvgan as cb
     from conversion import common
-    from jaxvoc import checkpoint
-    from jaxvoc.bigvgan_gan import load_adam_moments
+    from jaxvoc.io import checkpoint
+    from jaxvoc.train.bigvgan import load_adam_moments
 
     config, folder, generator, mpd, mrd, optim_g, optim_d, state = _train_folder(tmp_path, "bigvgan_24khz_100band")
-    assert len(cb.convert(folder)) == 2  # no discriminator file: the generator-only result, as before
+    assert cb.convert(folder).extra == {}  # no discriminator file: the generator-only result, as before
     torch.save(state, os.path.join(folder, cb.DISCRIMINATOR_FILE))
 
     out = tmp_path / "ckpt"
@@ -217,7 +217,7 @@ def test_discriminator_file_errors(tmp_path):
     import torch
 
     from conversion import bigvgan as cb
-    from conversion.bigvgan_train import official_discriminators, small_config
+    from experiments.reference.bigvgan_train import official_discriminators, small_config
     from jaxvoc.errors import UserError
 
     config = small_config("bigvgan_v2_24khz_100band_256x")
@@ -229,7 +229,7 @@ def test_discriminator_file_errors(tmp_path):
     torch.save({"generator": {}}, os.path.join(folder, cb.DISCRIMINATOR_FILE))
     with pytest.raises(UserError, match="expected train.py's discriminator file"):
         cb.convert(folder)
-    from jaxvoc.discriminators import DiscriminatorConfig
+    from jaxvoc.models.discriminators import DiscriminatorConfig
 
     for bad, needle in (({"use_spectral_norm": True}, "spectral"), ({"use_mbd_instead_of_mrd": True}, "MultiBand"),
                         ({"cqtd_hop_lengths": [100, 128]}, "divisible")):

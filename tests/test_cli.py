@@ -15,8 +15,8 @@ import torch
 
 from conftest import REPO, assert_user_error, fixture_path, run_cli
 from conversion import bigvgan as cb
-from jaxvoc.bigvgan import BigVGANConfig
-from jaxvoc.commands.synth import bucket_length
+from jaxvoc.models.bigvgan import BigVGANConfig
+from jaxvoc.io.batching import bucket_length
 
 # A narrow, shallow config of the official schema: the CLI's mechanics, not the numerics (test_bigvgan.py),
 # are under test here, and it compiles in seconds.

@@ -6,7 +6,7 @@ Tolerances. Tokens must be identical: FSQ rounds each value to a level, and a to
 value lies within float32 rounding noise (~1e-6 here, measured against NeMo in float64) of a rounding
 boundary, which the fixed speech and seeds below do not hit. Decoded audio from the same tokens must agree to
 >= 110 dB SNR: float32 rounding alone puts NeMo ~115-125 dB from its own float64 run on these models
-(experiments/codec_equivalence.py), so 110 dB leaves room for a different but correct summation order while
+(experiments/equivalence/codec.py), so 110 dB leaves room for a different but correct summation order while
 any real error (a wrong padding, mask, or layer) costs far more.
 """
 
@@ -25,16 +25,16 @@ import pytest
 
 from conftest import assert_user_error, run_cli, speech
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("nemo")
+import nemo  # noqa: F401 -- installed by `make venv`: a broken NeMo fails every codec test loudly
+import torch
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from conversion import codec as cc  # noqa: E402
 from conversion.report import snr_db  # noqa: E402
-from jaxvoc import checkpoint  # noqa: E402
-from jaxvoc.codec import CodecConfig, Pretrained  # noqa: E402
+from jaxvoc.io import checkpoint  # noqa: E402
+from jaxvoc.models.codec import CodecConfig, Pretrained  # noqa: E402
 from jaxvoc.errors import UserError  # noqa: E402
 
 MIN_SNR_DB = 110.0
@@ -124,7 +124,7 @@ def cli(*args) -> subprocess.CompletedProcess:
 def test_fsq_matches_nemo(levels, groups):
     from nemo.collections.tts.modules.audio_codec_modules import FiniteScalarQuantizer, GroupFiniteScalarQuantizer
 
-    from jaxvoc.quantizers import GroupFSQ
+    from jaxvoc.models.fsq import GroupFSQ
 
     nemo_q = GroupFiniteScalarQuantizer(num_groups=groups, num_levels_per_group=levels)
     q = GroupFSQ(groups, tuple(levels))
@@ -351,7 +351,7 @@ def test_cli_round_trip(small, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "resampled from 24000 Hz to 22050 Hz" in proc.stderr
     assert "1 compilation(s) of the encoder for 1 length bucket(s)" in proc.stdout, proc.stdout
-    from jaxvoc.audio import load_audio
+    from jaxvoc.io.audio import load_audio
 
     wav = tmp_path / "wav"
     proc = cli("decode", ck, *[out / (f.stem + ".npz") for f in files], "-o", wav, "--subtype", "FLOAT")

@@ -12,7 +12,7 @@ def test_sin_matches_float64_and_torch(scale):
     import jax.numpy as jnp
     import torch
 
-    from jaxvoc.layers import sin
+    from jaxvoc.nn.activations import sin
 
     x = np.random.default_rng(0).uniform(-scale, scale, 1_000_000).astype(np.float32)
     x[:4] = [0.0, -0.0, np.pi / 2, 1e-30]
@@ -30,7 +30,7 @@ def test_sin_gradient_is_cos_and_other_dtypes_use_jnp():
     import jax
     import jax.numpy as jnp
 
-    from jaxvoc.layers import sin
+    from jaxvoc.nn.activations import sin
 
     x = np.linspace(-50, 50, 100_001, dtype=np.float32)
     g = np.asarray(jax.jit(jax.vmap(jax.grad(sin)))(jnp.asarray(x))).astype(np.float64)
@@ -49,7 +49,7 @@ def test_activation1d_gradients_match_official(beta, logscale):
     from bigvgan.activations import Snake as TSnake, SnakeBeta as TSnakeBeta
     from bigvgan.alias_free_activation.torch.act import Activation1d as TActivation1d
 
-    from jaxvoc.layers import Activation1d
+    from jaxvoc.nn.activations import Activation1d
 
     B, T, C = 2, 300, 6
     rng = np.random.default_rng(0)

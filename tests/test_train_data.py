@@ -62,7 +62,7 @@ def test_bigvgan_segments_equal_official(monkeypatch, wavs, name, start):
     from bigvgan.env import AttrDict
     from bigvgan.meldataset import MelDataset
 
-    from jaxvoc.audio import MelConfig, mel_spectrogram
+    from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
 
     seg, sr = 8192, 24000
     h = AttrDict(dict(n_fft=1024, num_mels=100, hop_size=256, win_size=1024, sampling_rate=sr, fmin=0, fmax=None))

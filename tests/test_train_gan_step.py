@@ -4,7 +4,7 @@ identical weights and batch (conversion/train_reference.py).
 
 Small v1 config (MPD + MRD, single-scale mel loss on the fmax_for_loss mel: exercises the batch's separate
 ``mel`` / ``mel_loss``; the v2 discriminators and losses are tested with the objective in
-test_bigvgan_gan.py, and their CQT compiles several times slower; experiments/train_step_equivalence.py runs
+test_bigvgan_gan.py, and their CQT compiles several times slower; experiments/equivalence/train_step.py runs
 v2 too, with a float64 reference). Step 0 is frozen (freeze_step=1: no discriminator update, generator on
 the mel loss only), step 1 is a full step; lr_decay 0.9 makes the per-step ExponentialLR visible,
 clip_grad_norm 1.0 makes clipping active for the generator and each discriminator.
@@ -23,8 +23,8 @@ from conftest import speech
 
 
 def test_train_step_matches_two_official_iterations():
-    from conversion.bigvgan_train import small_config
-    from conversion.train_reference import compare_train_steps
+    from experiments.reference.bigvgan_train import small_config
+    from experiments.reference.train_reference import compare_train_steps
 
     h = small_config("bigvgan_24khz_100band", lr_decay=0.9, clip_grad_norm=1.0, learning_rate=1e-3)
     y24 = speech(24000)

@@ -12,14 +12,14 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvoc import checkpoint
+from jaxvoc.io import checkpoint
 from jaxvoc.errors import UserError
 
 
 def _task(tmp_path, **over):
-    from conversion.bigvgan_train import small_config
+    from experiments.reference.bigvgan_train import small_config
     from jaxvoc.train import config as config_lib
-    from jaxvoc.train.tasks import BigVGANTask
+    from jaxvoc.train.bigvgan import BigVGANTask
 
     h = small_config("bigvgan_24khz_100band", **over)
     path = tmp_path / f"c{len(over)}.json"

@@ -65,7 +65,7 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     differ = [jax.tree_util.keystr(k) for (k, x), (_, y) in zip(fa, fb) if not np.array_equal(np.asarray(x), np.asarray(y))]
     assert not differ, differ[:5]
     # and the exported models (params + discriminators) agree too
-    from jaxvoc.checkpoint import load_tree
+    from jaxvoc.io.checkpoint import load_tree
 
     from jaxvoc.train.tasks import DISCRIMINATOR_TREE
 

@@ -31,9 +31,9 @@ SCRIPT = textwrap.dedent(r"""
     sys.path.insert(0, os.path.join(REPO, "tests"))
     from conftest import speech
     from train_standin import StandinObjective, tiny_config
-    from jaxvoc.bigvgan import BigVGANConfig
+    from jaxvoc.models.bigvgan import BigVGANConfig
     from jaxvoc.train import config as config_lib, loop, sharding
-    from jaxvoc.train.tasks import BigVGANTask
+    from jaxvoc.train.bigvgan import BigVGANTask
 
     assert jax.device_count() == 8, jax.devices()
     h = tiny_config(segment_size=2048, upsample_initial_channel=16, upsample_rates=[16, 16],
@@ -85,7 +85,7 @@ SCRIPT = textwrap.dedent(r"""
     out = {"gan": compare(task, 2048, lambda st: {"g": st["params_g"], "d": st["params_d"]})}
 
     # the WaveGlow flow step (tiny: 2 flows of 2-layer 16-channel WNs), float32
-    from jaxvoc.train.tasks import WaveGlowTask
+    from jaxvoc.train.waveglow import WaveGlowTask
     wg_raw = json.load(open(os.path.join(REPO, "experiments", "configs", "waveglow_tiny_smoke.json")))
     wg_raw["waveglow_config"].update(n_flows=2, n_early_every=2, WN_config={"n_layers": 2, "n_channels": 16,
                                                                             "kernel_size": 3})

@@ -20,9 +20,9 @@ import torch
 
 from conversion import common
 from conversion import waveglow as cw
-from jaxvoc import waveglow as wg
-from jaxvoc.train.tasks import WaveGlowObjective
-from tests.conftest import speech
+from jaxvoc.models import waveglow as wg
+from jaxvoc.train.waveglow import WaveGlowObjective
+from conftest import REPO, speech
 
 SMALL = wg.WaveGlowConfig(n_flows=4, n_early_every=2, n_early_size=2, WN_config=wg.WNConfig(3, 32, 3))
 SEG = 2048
@@ -68,7 +68,7 @@ def _metrics(a: dict, b: dict) -> dict:
 def test_nll_and_gradients_match_official(tmp_path):
     model = cw.official_model(SMALL, seed=0)
     cw.randomize_(model, 0, end_scale=END_SCALE)
-    config, params = cw.convert(cw.save_full_object(str(tmp_path / "wg.pt"), model))
+    config, params, _ = cw.convert(cw.save_full_object(str(tmp_path / "wg.pt"), model))
     audio, mel = _batch()
     model64 = copy.deepcopy(cw.detach_weight_norm_(model)).double()
     obj = WaveGlowObjective(SMALL, sigma=1.0)
@@ -101,11 +101,11 @@ def test_flow_step_adam_and_bfloat16(tmp_path):
 
     from jaxvoc.train import config as config_lib
     from jaxvoc.train import loop, sharding
-    from jaxvoc.train.tasks import WaveGlowTask
+    from jaxvoc.train.waveglow import WaveGlowTask
 
     model = cw.official_model(SMALL, seed=1)
     cw.randomize_(model, 1)
-    _, params = cw.convert(cw.save_full_object(str(tmp_path / "wg.pt"), model))
+    _, params, _ = cw.convert(cw.save_full_object(str(tmp_path / "wg.pt"), model))
     audio, mel = _batch()
     p0 = {k: np.asarray(v, np.float64) for k, v in common.flatten(params).items()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -116,7 +116,7 @@ def test_flow_step_adam_and_bfloat16(tmp_path):
 
     results = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = json.loads(open("experiments/configs/waveglow_tiny_smoke.json").read())
+        cfg = json.loads(open(os.path.join(REPO, "experiments", "training", "configs", "waveglow_tiny_smoke.json")).read())
         cfg["waveglow_config"] = SMALL.to_dict()["waveglow_config"]
         cfg["train_config"].update(learning_rate=1e-3, batch_size=2, sigma=1.0)
         cfg["data_config"]["segment_length"] = SEG

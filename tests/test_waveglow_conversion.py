@@ -27,9 +27,9 @@ import torch
 from conversion import common, safe_pickle
 from conversion import waveglow as cw
 from conversion.report import snr_db
-from jaxvoc import waveglow as wg
+from jaxvoc.models import waveglow as wg
 from jaxvoc.errors import UserError
-from tests.conftest import REPO, assert_user_error, run_cli
+from conftest import REPO, assert_user_error, run_cli
 
 CFG = wg.WaveGlowConfig(n_flows=5, n_early_every=2, n_early_size=2, WN_config=wg.WNConfig(3, 16, 3))
 
@@ -97,7 +97,7 @@ def test_layouts_convert_identically(layout, model, reference, tmp_path):
         cw.save_state_dict(path, m, wrap=False)
     else:
         cw.save_full_object(path, m)
-    config, params = cw.convert(path)
+    config, params, _ = cw.convert(path)
     assert wg.WaveGlowConfig.from_dict(config) == CFG
     assert_same_params(params, reference[1])
 
@@ -128,7 +128,7 @@ def test_glow_old(split, tmp_path):
     path = cw.save_full_object(str(tmp_path / "old.pt"), target, legacy=True)
     with open(path, "rb") as f:
         assert b"glow_old" in f.read()  # the classes are named from module glow_old, as published
-    config, params = cw.convert(path)
+    config, params, _ = cw.convert(path)
     got = wg.WaveGlowConfig.from_dict(config)
     assert got.glow_old and got == cfg
     ref, out = infer_both(m, params, cfg)
@@ -147,7 +147,7 @@ def test_config_inferred_from_shapes(tmp_path):
                 dataclasses.replace(CFG, n_flows=7, n_early_every=3, n_early_size=4, n_group=16,
                                     WN_config=wg.WNConfig(2, 8, 5))):
         m = cw.official_model(cfg, seed=2)
-        config, _ = cw.convert(cw.save_state_dict(str(tmp_path / "sd.pt"), m))
+        config, _, _ = cw.convert(cw.save_state_dict(str(tmp_path / "sd.pt"), m))
         got = wg.WaveGlowConfig.from_dict(config)
         assert got.WN_config == cfg.WN_config and got.n_flows == cfg.n_flows and got.n_group == cfg.n_group
         assert [got.remaining_channels(k) for k in range(cfg.n_flows)] == \
@@ -162,7 +162,7 @@ def test_config_file(model, reference, tmp_path):
                 "waveglow_config": cw.official_config_kwargs(CFG)}
     cfile = tmp_path / "config.json"
     cfile.write_text(json.dumps(official))
-    config, params = cw.convert(path, str(cfile))
+    config, params, _ = cw.convert(path, str(cfile))
     assert wg.WaveGlowConfig.from_dict(config) == CFG
     assert_same_params(params, reference[1])
     wrong = dict(official, waveglow_config=dict(official["waveglow_config"], WN_config=dict(
@@ -349,7 +349,7 @@ def test_compare(model, tmp_path):
 
     import soundfile as sf
 
-    from tests.conftest import speech
+    from conftest import speech
 
     wav = tmp_path / "in.wav"
     sf.write(wav, speech(22050)[13000:13000 + 12 * 256], 22050, subtype="FLOAT")

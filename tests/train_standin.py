@@ -15,9 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvoc.audio import mel_spectrogram
-from jaxvoc.bigvgan import BigVGAN, BigVGANConfig
-from jaxvoc.layers import Conv1d
+from jaxvoc.dsp.stft import mel_spectrogram
+from jaxvoc.models.bigvgan import BigVGAN, BigVGANConfig
+from jaxvoc.nn.conv import Conv1d
 
 
 class TinyDisc(nn.Module):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 
-from jaxvoc.commands.convert import CONVERTERS, converter
+from jaxvoc.registry import FAMILIES, converter_module
 
 
 def add_arguments(p):
-    p.add_argument("kind", help=f"model kind: {', '.join(CONVERTERS)}")
+    p.add_argument("kind", help=f"model kind: {', '.join(FAMILIES)}")
     p.add_argument("src", help="the official checkpoint (as for jaxvoc convert)")
     p.add_argument("--input", help="audio file to take the mel from (default: the bundled speech sample)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="run both sides here")
@@ -28,7 +28,7 @@ def add_arguments(p):
 def run(args) -> int:
     from conversion import report as rp
 
-    mod = converter(args.kind)
+    mod = converter_module(args.kind)
     report_path = args.report or f"compare_{args.kind}.json"
     png_path = args.png or os.path.splitext(report_path)[0] + ".png"
     precisions = ["highest", "default"] if (args.device == "gpu" and args.precision == "both") else (

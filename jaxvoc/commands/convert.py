@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 
-from jaxvoc.errors import UserError
-
-# model kind -> conversion module (imports torch; never imported by jaxvoc itself except here, lazily)
-CONVERTERS = {
-    "bigvgan": "conversion.bigvgan",
-    "waveglow": "conversion.waveglow",
-    "codec": "conversion.codec",
-}
+from jaxvoc.registry import FAMILIES, converter_module
 
 
 def add_arguments(p):
-    p.add_argument("kind", help=f"model kind: {', '.join(CONVERTERS)}")
+    p.add_argument("kind", help=f"model kind: {', '.join(FAMILIES)}")
     p.add_argument("src", help="the official checkpoint: BigVGAN model folder (config.json + "
                                "bigvgan_generator.pt), WaveGlow .pt, codec .nemo")
     p.add_argument("out_dir", help="folder to write (must not exist unless --overwrite)")
@@ -24,24 +16,13 @@ def add_arguments(p):
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
 
 
-def converter(kind: str):
-    if kind not in CONVERTERS:
-        raise UserError(f"unknown model kind {kind!r}; choose one of: {', '.join(CONVERTERS)}")
-    try:
-        return importlib.import_module(CONVERTERS[kind])
-    except ImportError as e:
-        raise UserError(f"conversion needs the official PyTorch packages ({e.name} is missing); "
-                        "install with `pip install jaxvoc[conversion]` or `make venv`") from None
-
-
 def run(args) -> int:
-    from jaxvoc import checkpoint
+    from jaxvoc.io import checkpoint
     from conversion.common import count_params
 
     t0 = time.time()
-    mod = converter(args.kind)
-    result = mod.convert(args.src, **({"config": args.config} if args.config else {}))
-    config, params, extra = (result + ({},))[:3] if len(result) == 2 else result
+    mod = converter_module(args.kind)
+    config, params, extra = mod.convert(args.src, **({"config": args.config} if args.config else {}))
     checkpoint.save(args.out_dir, args.kind, config, params, extra=extra, overwrite=args.overwrite)
     n = count_params(params)
     print(f"converted {args.kind} {args.src} -> {args.out_dir}: {n / 1e6:.2f} M parameters"

@@ -37,7 +37,7 @@ def _scalar(z, key: str, path: str):
 def read_tokens(path: str, model) -> tuple[np.ndarray, int]:
     """A token file -> (tokens int32 [num_codebooks, frames], number of output samples), checked against the
     model."""
-    from jaxvoc.codec import check_tokens
+    from jaxvoc.models.codec import check_tokens
 
     cfg = model.config
     if not os.path.exists(path):
@@ -88,14 +88,15 @@ def read_tokens(path: str, model) -> tuple[np.ndarray, int]:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from jaxvoc.audio import write_audio
-    from jaxvoc.commands.encode import batches, open_codec
+    from jaxvoc.io.audio import write_audio
+    from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
+    from jaxvoc.io.batching import plan_batches
 
     stems, model = open_codec(args)
     cfg = model.config
     items = [read_tokens(p, model) for p in args.inputs]
     bucket = not args.no_bucket
-    plan, n_buckets = batches([t.shape[1] for t, _ in items], args.batch_size, bucket)
+    plan, n_buckets = plan_batches([t.shape[1] for t, _ in items], args.batch_size, bucket, CODEC_BUCKET_FRAMES)
     before = model.compilations["decode"]
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(plan, desc="decode", unit="batch", file=sys.stderr, disable=None):

@@ -11,18 +11,15 @@ written.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 
 import numpy as np
 
-from jaxvoc.audio import chmod_from_umask
-
+from jaxvoc.io.atomic import atomic_file
+from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
 from jaxvoc.errors import UserError
-
-BUCKET_FRAMES = 16  # length-bucket quantum, in codec frames
-
+from jaxvoc.io.batching import plan_batches
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc codec checkpoint folder (from jaxvoc convert codec)")
@@ -33,67 +30,16 @@ def add_arguments(p):
                    help="no length buckets: every distinct length compiles once (same tokens)")
 
 
-def load_codec(ckpt: str):
-    import jaxvoc
-
-    model = jaxvoc.load(ckpt)
-    if getattr(model, "kind", None) != "codec":
-        raise UserError(f"{ckpt} is a {getattr(model, 'kind', '?')} checkpoint, not a codec; convert a NeMo codec "
-                        "with jaxvoc convert codec MODEL.nemo DIR")
-    return model
-
-
-def unique_stems(paths: list[str]) -> list[str]:
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    dup = {s for s in stems if stems.count(s) > 1}
-    if dup:
-        raise UserError(f"several inputs share the stem {sorted(dup)[0]!r}; their outputs would collide")
-    return stems
-
-
-def batches(lengths: list[int], batch_size: int, bucket: bool, quantum: int = BUCKET_FRAMES):
-    """[(padded length, [item indices])]: items grouped by length bucket (or exact length), then batched."""
-    from jaxvoc.commands.synth import bucket_length
-
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: dict[int, list[int]] = {}
-    for i in order:
-        groups.setdefault(bucket_length(lengths[i], quantum) if bucket else lengths[i], []).append(i)
-    plan = [(L, idx[j:j + batch_size]) for L, idx in groups.items() for j in range(0, len(idx), batch_size)]
-    return plan, len(groups)
-
-
-def open_codec(args):
-    """The argument checks shared by encode and decode, then the codec: (output stems, codec model)."""
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    return unique_stems(args.inputs), load_codec(args.ckpt)
-
-
 def save_npz(path: str, **arrays) -> None:
-    """np.savez, atomically (temporary file in the same folder, then rename)."""
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        chmod_from_umask(tmp)  # mkstemp makes 0600; a token file is an ordinary output file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """np.savez, atomically."""
+    with atomic_file(path, ".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def run(args) -> int:
     from tqdm import tqdm
 
-    from jaxvoc.audio import load_audio
+    from jaxvoc.io.audio import load_audio
 
     stems, model = open_codec(args)
     cfg = model.config
@@ -107,7 +53,7 @@ def run(args) -> int:
         audios.append(y)
     frames = [-(-len(y) // spf) for y in audios]
     bucket = not args.no_bucket
-    plan, n_buckets = batches(frames, args.batch_size, bucket)
+    plan, n_buckets = plan_batches(frames, args.batch_size, bucket, CODEC_BUCKET_FRAMES)
     before = model.compilations["encode"]
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(plan, desc="encode", unit="batch", file=sys.stderr, disable=None):

@@ -7,16 +7,14 @@ each input's own length. Every input is read and checked before anything is writ
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
 import numpy as np
 
+from jaxvoc.commands.common import open_model
 from jaxvoc.errors import UserError
-
-BUCKET_QUANTUM = 32  # frames
-
+from jaxvoc.io.batching import bucket_length, plan_batches
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc checkpoint folder (from jaxvoc convert)")
@@ -30,14 +28,6 @@ def add_arguments(p):
     p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale (default 0.6)")
     p.add_argument("--denoise", type=float, default=0.0, help="WaveGlow: denoiser strength (default 0, off)")
     p.add_argument("--seed", type=int, default=0, help="WaveGlow: noise seed (default 0)")
-
-
-def bucket_length(n: int, quantum: int = BUCKET_QUANTUM) -> int:
-    """Smallest length >= n on a ladder of ratio sqrt(2), in multiples of ``quantum`` (<= ~41% padding)."""
-    if n <= quantum:
-        return quantum
-    k = math.ceil(2 * math.log2(n / quantum) - 1e-9)
-    return int(math.ceil(quantum * 2 ** (k / 2) / quantum) * quantum)
 
 
 def read_mel(path: str, num_mels: int) -> np.ndarray:
@@ -66,7 +56,8 @@ def read_mel(path: str, num_mels: int) -> np.ndarray:
 
 def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
     """Every input as a mel [T, n_mels]; audio goes through the model's own front-end, bucketed by length."""
-    from jaxvoc.audio import load_audio, reflect_pad
+    from jaxvoc.io.audio import load_audio
+    from jaxvoc.dsp.stft import reflect_pad
 
     cfg = model.mel_config
     mels = []
@@ -87,31 +78,16 @@ def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
 
 
 def run(args) -> int:
-    import jaxvoc
     from tqdm import tqdm
 
-    from jaxvoc.audio import write_audio
+    from jaxvoc.io.audio import write_audio
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in args.inputs]
-    dup = {s for s in stems if stems.count(s) > 1}
-    if dup:
-        raise UserError(f"several inputs share the stem {sorted(dup)[0]!r}; their outputs would collide")
-    model = jaxvoc.load(args.ckpt)
-    if not hasattr(model, "vocode"):
-        raise UserError(f"{args.ckpt} is a {model.kind} checkpoint, not a vocoder; use jaxvoc encode/decode")
+    stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
     bucket = not args.no_bucket
     mels = mels_from_inputs(model, args.inputs, bucket)
     opts = {k: getattr(args, k) for k in model.synth_options}
 
-    # group by padded length, then batch (batches padded to a fixed size: one program per bucket)
-    order = sorted(range(len(mels)), key=lambda i: len(mels[i]))
-    groups: dict[int, list[int]] = {}
-    for i in order:
-        groups.setdefault(bucket_length(len(mels[i])) if bucket else len(mels[i]), []).append(i)
-    batches = [(L, idx[j:j + args.batch_size]) for L, idx in groups.items()
-               for j in range(0, len(idx), args.batch_size)]
+    batches, n_buckets = plan_batches([len(m) for m in mels], args.batch_size, bucket)
     os.makedirs(args.out_dir, exist_ok=True)
     before = model.compilations
     results: dict[int, np.ndarray] = {}
@@ -126,5 +102,5 @@ def run(args) -> int:
     for i, stem in enumerate(stems):
         write_audio(os.path.join(args.out_dir, stem + ".wav"), results[i], model.sampling_rate, args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations - before} compilation(s) of the "
-          f"{model.kind} generator for {len(groups)} length bucket(s)")
+          f"{model.kind} generator for {n_buckets} length bucket(s)")
     return 0

@@ -1,6 +1,6 @@
 """jaxvoc train CONFIG [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow) from a config file.
 
-CONFIG is an official config.json with a "train" section (see experiments/configs/ and docs/training.md).
+CONFIG is an official config.json with a "train" section (see experiments/training/configs/ and docs/training.md).
 The run folder (train.checkpoint_path) receives checkpoints/, logs/ (TensorBoard), metrics.jsonl,
 validation.jsonl and, at the end, export/ (a jaxvoc checkpoint for `jaxvoc synth`).
 """
@@ -27,6 +27,7 @@ def run(args) -> int:
 
     from jaxvoc.train import config as config_lib
     from jaxvoc.train import sharding
+    from jaxvoc.train.tasks import check_start
 
     try:  # Orbax logs routine warnings through absl; keep the terminal to our own lines
         from absl import logging as absl_logging
@@ -36,18 +37,8 @@ def run(args) -> int:
         pass
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
-    if args.init and not os.path.isdir(args.init):
-        raise UserError(f"--init checkpoint not found: {args.init}; convert a model first (jaxvoc convert ...)")
-    if args.init and args.resume:
-        raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
     cfg = config_lib.load(args.config)
-    if args.init:
-        from jaxvoc.checkpoint import read_meta
-
-        kind = read_meta(args.init)["kind"]
-        if kind != cfg.kind:
-            raise UserError(f"{args.init} is a {kind} checkpoint but {args.config} trains {cfg.kind}; "
-                            f"give a {cfg.kind} checkpoint to --init")
+    check_start(args.init, args.resume, cfg.kind)
     if args.run_dir:
         cfg.run_dir = os.path.abspath(args.run_dir)
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)

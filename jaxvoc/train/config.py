@@ -18,7 +18,8 @@ import dataclasses
 import os
 from typing import Any
 
-from jaxvoc.errors import UserError, read_json
+from jaxvoc.errors import UserError
+from jaxvoc.io.config import read_json
 
 
 @dataclasses.dataclass
@@ -100,7 +101,7 @@ def _positive_int(d: dict, key: str, path: str) -> int:
 
 
 def load(path: str) -> TrainConfig:
-    raw = read_json(path, "config", "give a training config (see experiments/configs/)")
+    raw = read_json(path, "config", "give a training config (see experiments/training/configs/)")
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a JSON object")
     kind = raw.get("model")

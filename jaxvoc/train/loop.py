@@ -106,12 +106,12 @@ class Validator:
     programs compile) and measures the mean L1 between log-mels (loss settings)."""
 
     def __init__(self, task, clips: list[np.ndarray]):
-        from jaxvoc.commands.synth import bucket_length
+        from jaxvoc.io.batching import bucket_length
 
         self.task = task
         self.clips = clips
         self.silence = math.log(task.mel_config.clip_val)
-        from jaxvoc.audio import mel_spectrogram
+        from jaxvoc.dsp.stft import mel_spectrogram
 
         mel_fn = jax.jit(lambda a: mel_spectrogram(a, task.mel_config))
         loss_fn = jax.jit(lambda a: mel_spectrogram(a, task.loss_mel_config))
@@ -166,14 +166,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     """Runs (or resumes) training; returns a summary dict (steps done, last metrics, last validation)."""
     from tqdm import tqdm
 
-    from jaxvoc.train.tasks import build_task
+    from jaxvoc.train.tasks import build_task, check_start
 
     t = cfg.train
     total = int(max_steps or t.training_steps)
     ckpt_dir = os.path.join(cfg.run_dir, "checkpoints")
     latest = checkpointing.latest_step(ckpt_dir)
-    if resume and init:
-        raise UserError("--init and --resume exclude each other: a resumed run continues its own weights")
+    check_start(init, resume, cfg.kind)
     if resume and latest is None:
         raise UserError(f"nothing to resume: no checkpoint in {ckpt_dir}; run without --resume")
     if not resume and latest is not None:

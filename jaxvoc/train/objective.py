@@ -66,16 +66,6 @@ class FlowObjective(Protocol):
     def loss(self, params: Any, batch: Batch) -> tuple[Array, dict]: ...
 
 
-def waveglow_nll(z: Array, log_s_list, log_det_w_list, sigma: float) -> Array:
-    """WaveGlow's loss (``waveglow.glow.WaveGlowLoss``): ``sum(z^2) / (2 sigma^2) - sum(log_s) - sum(log_det_W)``
-    divided by the number of elements of ``z`` (batch x samples)."""
-    log_s_total = sum(jnp.sum(ls.astype(jnp.float32)) for ls in log_s_list)
-    log_det_w_total = sum(jnp.asarray(ld, jnp.float32) for ld in log_det_w_list)
-    z = z.astype(jnp.float32)
-    loss = jnp.sum(z * z) / (2 * sigma * sigma) - log_s_total - log_det_w_total
-    return loss / z.size
-
-
 # ------------------------------------------------------------------------------------------------------------
 # GAN
 

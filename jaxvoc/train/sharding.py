@@ -29,8 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxvoc.errors import UserError
 
-AXES = ("data", "fsdp")
-BATCH_AXES = ("data", "fsdp")
+AXES = ("data", "fsdp")  # the mesh; a batch is split over both axes, parameters over fsdp
 
 _distributed_done = False
 
@@ -69,7 +68,7 @@ def make_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over every device of the mesh."""
-    return NamedSharding(mesh, P(BATCH_AXES))
+    return NamedSharding(mesh, P(AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

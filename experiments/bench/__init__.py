@@ -1,0 +1,1 @@
+"""Benchmarks: jaxvoc against the official PyTorch code on this machine (`python -m experiments.bench NAME`)."""

@@ -1,0 +1,71 @@
+"""BigVGAN inference speed: jaxvoc (jit, after warm-up) against the official PyTorch generator (inference mode,
+weight norm removed, all CPU threads), in one process, on the same mels.
+
+    python -m experiments.bench bigvgan [--config NAME] [--frames N] [--repeats R] [--device cpu|gpu]
+
+Ends with `bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
+jax speed over pytorch speed). Weights are random (the official init), which does not change the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+
+import numpy as np
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bench.py bigvgan", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official config name")
+    p.add_argument("--frames", type=int, default=128, help="mel frames per call")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    args = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from conversion import bigvgan as cb
+    from conversion import report as rp
+    from jaxvoc.models.bigvgan import BigVGANConfig, Pretrained
+
+    tdev, jdev = rp.setup_device(args.device)
+    config = BigVGANConfig.official(args.config).to_dict()
+    model = cb.official_model(config, seed=0)
+    cb.randomize_(model, 0)
+    sd = model.state_dict()
+    cfg = BigVGANConfig.from_dict(config)
+    params = cb.convert_state_dict(sd, cfg, "official model")
+    cfg = cb.with_checkpoint_taps(cfg, sd, "official model")
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.remove_weight_norm()
+    model = model.to(tdev)
+    rng = np.random.default_rng(0)
+    mel = rng.normal(-5.0, 2.0, (args.batch, cfg.num_mels, args.frames)).astype(np.float32)
+    mel_t = torch.from_numpy(mel).to(tdev)
+    with jax.default_device(jdev):
+        jmodel = Pretrained(cfg, params)
+        mel_j = jax.device_put(jnp.asarray(mel.transpose(0, 2, 1)), jdev)
+
+    def run_jax():
+        with jax.default_device(jdev):
+            return jmodel(mel_j)
+
+    def run_torch():
+        with torch.inference_mode():
+            return model(mel_t)
+
+    t_jax, t_torch = rp.time_alternating([run_jax, run_torch], args.repeats, 2,
+                                         [rp.jax_sync, rp.torch_sync(args.device)])
+    samples = args.batch * args.frames * cfg.hop_size
+    k_jax, k_torch = samples / t_jax / 1e3, samples / t_torch / 1e3
+    print(f"config {args.config}, {args.frames} frames x batch {args.batch} = {samples} samples, device "
+          f"{args.device}, torch threads {torch.get_num_threads()}, jax {jax.__version__} ({jdev.platform}), "
+          f"torch {torch.__version__}")
+    print(f"median of {args.repeats}: jax {t_jax * 1e3:.1f} ms, pytorch {t_torch * 1e3:.1f} ms")
+    print(f"bigvgan: jax {k_jax:.1f} kHz, pytorch {k_torch:.1f} kHz, ratio {k_jax / k_torch:.2f}")
+    return 0

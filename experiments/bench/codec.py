@@ -1,0 +1,108 @@
+"""Benchmark: the JAX codec (jit, after warm-up) against NeMo's AudioCodecModel (inference mode, weight norm
+folded, all CPU threads), in the same process on the same speech, encode and decode timed separately.
+
+    python -m experiments.bench codec [--seconds 4] [--repeats 3] [--batch 1] [--config lfr|small]
+
+Speed is audio throughput in kHz (input samples encoded, or output samples decoded, per second / 1000). Ends
+with ``codec: jax encode X kHz / decode Y kHz, pytorch encode U kHz / decode V kHz, ratio R`` (R: the lower of
+the encode and decode speed ratios, JAX over PyTorch). Stand-in weights (random, from NeMo's own init); speed
+does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from experiments import fixture
+
+
+
+def _speech(seconds: float, sr: int) -> np.ndarray:
+    from jaxvoc.io.audio import load_audio
+
+    y = load_audio(fixture("speech_22050.wav"), sr)
+    n = int(seconds * sr)
+    return np.tile(y, -(-n // len(y)))[:n].astype(np.float32)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bench.py codec", description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=4.0, help="audio length (default 4 s)")
+    p.add_argument("--batch", type=int, default=1, help="items per call (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
+    p.add_argument("--config", default="lfr", choices=["lfr", "small"], help="codec config (default lfr)")
+    p.add_argument("--profile", help="write a jax.profiler trace of one encode+decode to this folder")
+    args = p.parse_args(argv)
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from conversion import codec as cc
+    from conversion import report as rp
+    from jaxvoc.models.codec import CodecConfig, Pretrained
+
+    cfg_dict = cc.lfr_config(discriminator=False)
+    if args.config == "small":
+        cfg_dict = cc.variant_config(cfg_dict, encoder={"base_channels": 8}, decoder={"base_channels": 64})
+    model = cc.build_nemo_model(cfg_dict, seed=0)
+    sd = {k: v for k, v in model.state_dict().items()}
+    from conversion import common
+
+    sd = common.normalize_keys(common.to_numpy_state_dict(sd, "model"))
+    cfg = CodecConfig.from_dict(cfg_dict)
+    params, _ = cc.convert_state_dict(sd, cfg, "model")
+    jm = Pretrained(cfg, params)
+    cc.remove_weight_norm_(model)
+
+    audio = np.stack([_speech(args.seconds, cfg.sample_rate)] * args.batch)
+    n = audio.shape[1]
+    a_t = torch.from_numpy(audio)
+    n_t = torch.full((args.batch,), n, dtype=torch.long)
+    with torch.inference_mode():
+        tok_t, tlen_t = model.encode(audio=a_t, audio_len=n_t)
+    a_j = jnp.asarray(audio)
+    tokens = tok_t.numpy()
+    tok_j = jnp.asarray(tokens)
+
+    def in_torch(fn):
+        def run():
+            with torch.inference_mode():
+                return fn()
+        return run
+
+    t_enc_jax, t_enc_torch, t_dec_jax, t_dec_torch = rp.time_alternating(
+        [lambda: jm.encode(a_j), in_torch(lambda: model.encode(audio=a_t, audio_len=n_t)),
+         lambda: jm.decode(tok_j), in_torch(lambda: model.decode(tokens=tok_t, tokens_len=tlen_t))],
+        args.repeats, 1, [rp.jax_sync, lambda x: x] * 2)
+    agree = float(np.mean(np.asarray(jm.encode(a_j)[0]) == tokens)) * 100
+    if args.profile:
+        with jax.profiler.trace(args.profile):
+            jax.block_until_ready(jm.encode(a_j))
+            jax.block_until_ready(jm.decode(tok_j))
+
+    samples_out = tokens.shape[2] * cfg.samples_per_token * args.batch
+    khz = lambda s, t: s / t / 1e3  # noqa: E731
+    je, jd = khz(n * args.batch, t_enc_jax), khz(samples_out, t_dec_jax)
+    pe, pd = khz(n * args.batch, t_enc_torch), khz(samples_out, t_dec_torch)
+    rp.print_table([
+        ("config", f"{args.config} ({cfg.sample_rate} Hz, {cfg.samples_per_frame} samples/frame, "
+                   f"{cfg.num_codebooks} x {cfg.codebook_size} codes)"),
+        ("input", f"{args.batch} x {n} samples ({args.seconds:.2f} s), {tokens.shape[2]} frames"),
+        ("threads", f"torch {torch.get_num_threads()}, jax devices {jax.devices()}"),
+        ("encode", f"jax {t_enc_jax * 1e3:.1f} ms, pytorch {t_enc_torch * 1e3:.1f} ms, "
+                   f"ratio {t_enc_torch / t_enc_jax:.2f}"),
+        ("decode", f"jax {t_dec_jax * 1e3:.1f} ms, pytorch {t_dec_torch * 1e3:.1f} ms, "
+                   f"ratio {t_dec_torch / t_dec_jax:.2f}"),
+        ("token agreement", f"{agree:.2f} %"),
+    ], "codec benchmark (CPU, float32)")
+    ratio = min(t_enc_torch / t_enc_jax, t_dec_torch / t_dec_jax)
+    print(f"codec: jax encode {je:.1f} kHz / decode {jd:.1f} kHz, pytorch encode {pe:.1f} kHz / decode {pd:.1f} kHz, "
+          f"ratio {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""What the two training benchmarks (bench_train_bigvgan.py, bench_train_waveglow.py) share: the speech
+batch, and timing the jitted step of `jaxvoc train` against the official step in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+
+def speech_segments(sr: int, batch: int, segment: int) -> np.ndarray:
+    """``batch`` segments of ``segment`` samples of the bundled speech sample at ``sr`` (tiled when short)."""
+
+    from jaxvoc.io.audio import BUNDLED_SPEECH, load_audio
+
+    y = load_audio(BUNDLED_SPEECH, sr)
+    y = np.tile(y, 1 + batch * segment // len(y))
+    starts = np.linspace(0, len(y) - segment, batch).astype(int)
+    return np.stack([y[s:s + segment] for s in starts]).astype(np.float32)
+
+
+def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repeats: int):
+    """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``, one device, batch ``audio``)
+    and of ``torch_step``, runs alternated after a warm-up; returns (jax s, torch s, jax compile s)."""
+    import jax
+    import jax.numpy as jnp
+
+    from conversion import report as rp
+    from jaxvoc.train import config as config_lib
+    from jaxvoc.train import loop, sharding
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "config.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        task = task_cls(config_lib.load(path))
+    setup = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), audio.shape[1], 0)
+    state = {"s": setup.init()}
+    batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
+    t0 = time.perf_counter()
+    compiled = setup.step.lower(state["s"], batch).compile()
+    t_compile = time.perf_counter() - t0
+
+    def jax_step():
+        state["s"], m = compiled(state["s"], batch)
+        jax.block_until_ready((state["s"], m))
+
+    tj, tt = rp.time_alternating([jax_step, torch_step], repeats)
+    return tj, tt, t_compile
+
+
+def print_result(name: str, tj: float, tt: float, repeats: int) -> None:
+    """The medians and the benchmark's last line, ``NAME: jax X steps/s, pytorch Y steps/s, ratio Z``."""
+    print(f"median of {repeats}: jax {tj * 1e3:.0f} ms, pytorch {tt * 1e3:.0f} ms per step")
+    print(f"{name}: jax {1 / tj:.3f} steps/s, pytorch {1 / tt:.3f} steps/s, ratio {tt / tj:.2f}")

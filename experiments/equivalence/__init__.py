@@ -1,0 +1,1 @@
+"""Equivalence measurements against the official PyTorch code, with their figures for docs/."""

@@ -1,0 +1,1 @@
+"""Profiles: where the time of a model or a train step goes."""

@@ -1,0 +1,1 @@
+"""The official training steps driven in PyTorch, beside jaxvoc's, for tests and equivalence scripts."""

@@ -1,0 +1,28 @@
+"""What several subcommands share: opening the model a command needs, checking batch options and output
+stems before any work is done."""
+
+from __future__ import annotations
+
+from jaxvoc.errors import UserError
+from jaxvoc.io.batching import unique_stems
+
+CODEC_BUCKET_FRAMES = 16  # length-bucket quantum of encode / decode, in codec frames
+
+
+def open_model(args, kinds: tuple[str, ...], fix: str):
+    """The argument checks shared by synth, encode and decode, then the model: (output stems, model). ``kinds``:
+    the model kinds the command takes; ``fix``: what to do with another kind."""
+    import jaxvoc
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    stems = unique_stems(args.inputs)
+    model = jaxvoc.load(args.ckpt)
+    if model.kind not in kinds:
+        raise UserError(f"{args.ckpt} is a {model.kind} checkpoint, not a {' or '.join(kinds)} model; {fix}")
+    return stems, model
+
+
+def open_codec(args):
+    """(output stems, codec model) for encode and decode."""
+    return open_model(args, ("codec",), "convert a NeMo codec with jaxvoc convert codec MODEL.nemo DIR")

@@ -1,0 +1,1 @@
+"""Signal processing in JAX: STFT and mels, Tacotron2's STFT, sinc resampling, the CQT."""

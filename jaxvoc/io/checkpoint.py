@@ -1,0 +1,81 @@
+"""jaxvoc checkpoints: a folder with ``jaxvoc.json`` (model kind + the official config) and ``params/``
+(an Orbax checkpoint of the parameter pytree, weight norm unfolded, as in the official file).
+
+Writing is atomic: everything goes to a temporary sibling folder that is renamed into place at the end, so a
+failed conversion leaves no OUT_DIR behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxvoc.errors import UserError
+from jaxvoc.io.atomic import atomic_dir
+from jaxvoc.io.config import read_json
+
+META = "jaxvoc.json"
+FORMAT_VERSION = 1
+
+
+def _to_numpy(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
+
+
+def save_params(path: str, tree: Any) -> None:
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.abspath(path), _to_numpy(tree))
+    ckptr.wait_until_finished()
+
+
+def restore_params(path: str) -> Any:
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    meta = ckptr.metadata(os.path.abspath(path))
+    tree = getattr(meta, "item_metadata", meta)
+    target = jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), tree,
+                                    is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    return ckptr.restore(os.path.abspath(path), target)
+
+
+def save(out_dir: str, kind: str, config: dict, params: Any, extra: dict | None = None,
+         overwrite: bool = False) -> None:
+    """Writes a jaxvoc checkpoint folder atomically. ``extra`` holds further pytrees (e.g. discriminators)
+    saved beside ``params`` under their own names."""
+    with atomic_dir(out_dir, overwrite) as tmp:
+        save_params(os.path.join(tmp, "params"), params)
+        for name, tree in (extra or {}).items():
+            save_params(os.path.join(tmp, name), tree)
+        meta = {"format": FORMAT_VERSION, "kind": kind, "config": config, "trees": ["params", *(extra or {})]}
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=2)
+
+
+def read_meta(ckpt_dir: str) -> dict:
+    path = os.path.join(ckpt_dir, META)
+    if not os.path.isdir(ckpt_dir):
+        raise UserError(f"checkpoint not found: {ckpt_dir}; convert a model first (jaxvoc convert ...)")
+    if not os.path.exists(path):
+        raise UserError(f"{ckpt_dir} is not a jaxvoc checkpoint (no {META}); convert it with jaxvoc convert")
+    meta = read_json(path, "checkpoint metadata", "convert the model again")
+    if meta.get("format") != FORMAT_VERSION or "kind" not in meta:
+        raise UserError(f"{path} has an unknown format; convert the model again with this jaxvoc")
+    return meta
+
+
+def load_tree(ckpt_dir: str, name: str = "params") -> Any:
+    path = os.path.join(ckpt_dir, name)
+    if not os.path.isdir(path):
+        raise UserError(f"{ckpt_dir} has no '{name}' tree; convert the model again")
+    try:
+        return restore_params(path)
+    except Exception as e:  # orbax raises assorted errors for damaged folders
+        raise UserError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "convert the model again") from None

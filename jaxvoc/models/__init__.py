@@ -1,0 +1,1 @@
+"""The models: one module per family (config, Flax modules, Pretrained), and what they share."""

@@ -1,0 +1,253 @@
+"""BigVGAN (v1 and v2) generator: mel [B, frames, num_mels] -> waveform [B, frames * hop_size].
+
+Follows NVIDIA's ``bigvgan`` package (MIT): a weight-normed conv, then per up-sampling stage a transposed
+conv followed by the mean of several AMP residual blocks (anti-aliased Snake/SnakeBeta activations and dilated
+convs), then an anti-aliased activation, a conv to one channel, and tanh (or a clamp to [-1, 1]).
+
+Sub-module names mirror the official state-dict names (``ups_0_0`` is ``ups.0.0``), so conversion is a
+mechanical rename. Layout is channels-last throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvoc.dsp.stft import MelConfig
+from jaxvoc.models.base import folded, from_checkpoint
+from jaxvoc.models.vocoder import Vocoder
+from jaxvoc.errors import UserError
+from jaxvoc.io.config import read_json
+from jaxvoc.nn.activations import Activation1d
+from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding
+
+Array = jax.Array
+
+
+def _normal(std: float):
+    return nn.initializers.normal(stddev=std)
+
+
+@dataclasses.dataclass(frozen=True)
+class BigVGANConfig:
+    """The official config.json, generator and mel fields (names unchanged). Unknown keys are kept in
+    ``extra`` (training settings, discriminator settings) so a round trip writes the file back whole."""
+
+    num_mels: int
+    upsample_rates: tuple[int, ...]
+    upsample_kernel_sizes: tuple[int, ...]
+    upsample_initial_channel: int
+    resblock: str
+    resblock_kernel_sizes: tuple[int, ...]
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...]
+    activation: str = "snakebeta"
+    snake_logscale: bool = True
+    use_tanh_at_final: bool = True  # official default when the key is absent (v1 configs)
+    use_bias_at_final: bool = True  # likewise
+    sampling_rate: int = 24000
+    n_fft: int = 1024
+    hop_size: int = 256
+    win_size: int = 1024
+    fmin: float = 0
+    fmax: float | None = None
+    # jaxvoc's own key: the anti-aliasing low-pass taps as stored (float32) in the converted checkpoint
+    jaxvoc_antialias_filter: tuple[float, ...] | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    REQUIRED = ("num_mels", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock",
+                "resblock_kernel_sizes", "resblock_dilation_sizes")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "BigVGANConfig":
+        missing = [k for k in cls.REQUIRED if k not in d]
+        if missing:
+            raise UserError(f"{source} lacks BigVGAN keys {missing}; give the config.json that came with the model")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kw = {k: d[k] for k in names if k in d and d[k] is not None or k == "fmax" and k in d}
+        for k in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
+            kw[k] = tuple(int(v) for v in kw[k])
+        kw["resblock_dilation_sizes"] = tuple(tuple(int(v) for v in ds) for ds in kw["resblock_dilation_sizes"])
+        kw["resblock"] = str(kw["resblock"])
+        if kw.get("jaxvoc_antialias_filter") is not None:
+            kw["jaxvoc_antialias_filter"] = tuple(float(v) for v in kw["jaxvoc_antialias_filter"])
+        cfg = cls(**kw, extra=tuple((k, v) for k, v in d.items() if k not in names))
+        cfg.validate(source)
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str) -> "BigVGANConfig":
+        return cls.from_dict(read_json(path, "config", "give the model's config.json"), path)
+
+    @classmethod
+    def official(cls, name: str) -> "BigVGANConfig":
+        """One of the configs published with the official models, e.g. 'bigvgan_v2_24khz_100band_256x'."""
+        path = official_config_path(name)
+        if not os.path.exists(path):
+            raise UserError(f"unknown official BigVGAN config {name!r}; known: {', '.join(official_configs())}")
+        return cls.from_json(path)
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                v = getattr(self, f.name)
+                if f.name == "jaxvoc_antialias_filter" and v is None:
+                    continue
+                d[f.name] = [list(x) for x in v] if f.name == "resblock_dilation_sizes" else (
+                    list(v) if isinstance(v, tuple) else v)
+        return d
+
+    def validate(self, source: str = "config") -> None:
+        if self.resblock not in ("1", "2"):
+            raise UserError(f"{source}: resblock must be \"1\" or \"2\", got {self.resblock!r}")
+        if self.activation not in ("snake", "snakebeta"):
+            raise UserError(f"{source}: activation must be 'snake' or 'snakebeta', got {self.activation!r}")
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise UserError(f"{source}: upsample_rates and upsample_kernel_sizes differ in length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise UserError(f"{source}: resblock_kernel_sizes and resblock_dilation_sizes differ in length")
+        hop = 1
+        for r in self.upsample_rates:
+            hop *= r
+        if hop != self.hop_size:
+            raise UserError(f"{source}: the product of upsample_rates ({hop}) differs from hop_size ({self.hop_size})")
+
+    @property
+    def mel(self) -> MelConfig:
+        """The official log-mel front-end computed with an FFT: fast, for training batches and losses."""
+        return MelConfig(sampling_rate=self.sampling_rate, n_fft=self.n_fft, num_mels=self.num_mels,
+                         hop_size=self.hop_size, win_size=self.win_size, fmin=self.fmin, fmax=self.fmax,
+                         padding="bigvgan")
+
+    @property
+    def synthesis_mel(self) -> MelConfig:
+        """The same front-end with a direct DFT (jaxvoc.audio.dft), for the mels of synthesis inputs
+        (``model.mel``, ``jaxvoc synth``): in the quiet bins of speech it is closer to a float64 computation
+        than any float32 FFT, the official one included (docs/bigvgan.md); it costs ~n_fft multiply-adds per
+        sample, nothing next to the generator."""
+        return dataclasses.replace(self.mel, transform="dft")
+
+
+CONFIG_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "bigvgan")
+
+
+def official_config_path(name: str) -> str:
+    """The path of a bundled official config.json, e.g. 'bigvgan_v2_24khz_100band_256x'."""
+    return os.path.join(CONFIG_FOLDER, f"{name}.json")
+
+
+def official_configs() -> list[str]:
+    folder = CONFIG_FOLDER
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
+
+
+class AMPBlock1(nn.Module):
+    """Per dilation: act -> dilated conv -> act -> conv (dilation 1), added to the input."""
+
+    channels: int
+    kernel_size: int
+    dilation: Sequence[int]
+    activation: str
+    logscale: bool
+    filter: tuple[float, ...] | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        beta = self.activation == "snakebeta"
+        k = self.kernel_size
+        for i, d in enumerate(self.dilation):
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{2 * i}")(x)
+            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
+                        kernel_init=_normal(0.01), name=f"convs1_{i}")(xt)
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
+                              name=f"activations_{2 * i + 1}")(xt)
+            xt = Conv1d(self.channels, k, padding=get_padding(k, 1), weight_norm=True,
+                        kernel_init=_normal(0.01), name=f"convs2_{i}")(xt)
+            x = xt + x
+        return x
+
+
+class AMPBlock2(nn.Module):
+    """Per dilation: act -> dilated conv, added to the input."""
+
+    channels: int
+    kernel_size: int
+    dilation: Sequence[int]
+    activation: str
+    logscale: bool
+    filter: tuple[float, ...] | None = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        beta = self.activation == "snakebeta"
+        k = self.kernel_size
+        for i, d in enumerate(self.dilation):
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{i}")(x)
+            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
+                        kernel_init=_normal(0.01), name=f"convs_{i}")(xt)
+            x = xt + x
+        return x
+
+
+class BigVGAN(nn.Module):
+    """The generator. ``__call__(mel)``: mel [B, frames, num_mels] -> audio [B, frames * hop_size]."""
+
+    config: BigVGANConfig
+
+    @nn.compact
+    def __call__(self, mel: Array) -> Array:
+        h = self.config
+        x = Conv1d(h.upsample_initial_channel, 7, padding=3, weight_norm=True, name="conv_pre")(mel)
+        block = AMPBlock1 if h.resblock == "1" else AMPBlock2
+        n_k = len(h.resblock_kernel_sizes)
+        ch = h.upsample_initial_channel
+        for i, (u, k) in enumerate(zip(h.upsample_rates, h.upsample_kernel_sizes)):
+            ch = h.upsample_initial_channel // (2 ** (i + 1))
+            x = ConvTranspose1d(ch, k, stride=u, padding=(k - u) // 2, weight_norm=True,
+                                kernel_init=_normal(0.01), name=f"ups_{i}_0")(x)
+            xs = None
+            for j, (rk, rd) in enumerate(zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes)):
+                y = block(ch, rk, tuple(rd), h.activation, h.snake_logscale, h.jaxvoc_antialias_filter,
+                          name=f"resblocks_{i * n_k + j}")(x)
+                xs = y if xs is None else xs + y
+            x = xs / n_k
+        x = Activation1d(beta=h.activation == "snakebeta", logscale=h.snake_logscale,
+                         filter=h.jaxvoc_antialias_filter, name="activation_post")(x)
+        x = Conv1d(1, 7, padding=3, use_bias=h.use_bias_at_final, weight_norm=True,
+                   kernel_init=_normal(0.01), name="conv_post")(x)
+        x = jnp.tanh(x) if h.use_tanh_at_final else jnp.clip(x, -1.0, 1.0)
+        return x[..., 0]
+
+
+def init_params(config: BigVGANConfig, seed: int = 0, frames: int = 8) -> dict:
+    """Fresh (weight-normed) parameters, initialised as the official code does."""
+    mel = jnp.zeros((1, frames, config.num_mels), jnp.float32)
+    return BigVGAN(config).init(jax.random.PRNGKey(seed), mel)["params"]
+
+
+class Pretrained(Vocoder):
+    """A converted BigVGAN ready to call: ``model(mel)`` with mel [B, frames, num_mels] (or [frames,
+    num_mels]) -> audio [B, samples]; ``model.mel(audio)`` gives the matching log-mel. Weight norm is folded
+    unless ``fold=False``."""
+
+    kind = "bigvgan"
+
+    def __init__(self, config: BigVGANConfig, params: Any, fold: bool = True):
+        super().__init__(config, folded(params) if fold else params)
+        self.module = BigVGAN(config)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_dir: str, meta: dict, fold: bool = True) -> "Pretrained":
+        return from_checkpoint(cls, BigVGANConfig, ckpt_dir, meta, fold)
+
+    @property
+    def mel_config(self) -> MelConfig:
+        return self.config.synthesis_mel
+
+    def _synthesize(self, params, mels: Array) -> Array:
+        return self.module.apply({"params": params}, mels)

@@ -1,0 +1,80 @@
+"""What every converted vocoder (BigVGAN, WaveGlow) shares: the jitted log-mel front-end, the jitted
+synthesis function with a compilation counter, and the interface ``jaxvoc synth`` relies on."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
+from jaxvoc.models.base import counting_jit
+
+Array = jax.Array
+
+
+class Vocoder:
+    """Subclasses set ``kind``, ``config`` and ``params`` and implement ``_synthesize(params, mels, **opts)``
+    (mels [B, frames, num_mels] -> audio [B, samples]) and ``mel_config``.
+
+    ``compilations`` counts traces of the synthesis function (one per distinct input shape and static
+    option), ``mel_compilations`` those of the front-end."""
+
+    kind = "vocoder"
+    static_options: tuple[str, ...] = ()  # keyword options that change the traced program
+    synth_options: tuple[str, ...] = ()  # `jaxvoc synth` options the model takes (e.g. sigma, seed, denoise)
+
+    def __init__(self, config: Any, params: Any):
+        self.config = config
+        self.params = params
+        self.compilations = 0
+        self.mel_compilations = 0
+
+        def count(attr):
+            return lambda: setattr(self, attr, getattr(self, attr) + 1)
+
+        self._synth = counting_jit(lambda p, mels, opts, static: self._synthesize(p, mels, **opts, **dict(static)),
+                                   count("compilations"), static_argnums=3)
+        self._mel = counting_jit(lambda audio, padded: mel_spectrogram(audio, self.mel_config, padded=padded),
+                                 count("mel_compilations"), static_argnums=1)
+
+    # --- to implement -------------------------------------------------------------------------------------
+    mel_config: MelConfig
+
+    def _synthesize(self, params, mels: Array, **opts) -> Array:
+        raise NotImplementedError
+
+    # --- shared ---------------------------------------------------------------------------------------------
+    @property
+    def sampling_rate(self) -> int:
+        return self.mel_config.sampling_rate
+
+    @property
+    def hop_size(self) -> int:
+        return self.mel_config.hop_size
+
+    @property
+    def num_mels(self) -> int:
+        return self.mel_config.num_mels
+
+    @property
+    def silence_level(self) -> float:
+        """The log-mel value of silence (log of the clamp floor), used to pad mels into length buckets."""
+        return math.log(self.mel_config.clip_val)
+
+    def mel(self, audio, padded: bool = False) -> Array:
+        """Log-mel [B, frames, num_mels] of audio [B, samples] (or [samples]), as the model was trained on."""
+        return self._mel(jnp.asarray(audio, jnp.float32), padded)
+
+    def vocode(self, mels, **opts) -> Array:
+        """mels [B, frames, num_mels] (or [frames, num_mels]) -> audio [B, frames * hop_size]."""
+        mels = jnp.asarray(mels, jnp.float32)
+        squeeze = mels.ndim == 2
+        static = tuple(sorted((k, v) for k, v in opts.items() if k in self.static_options))
+        dyn = {k: v for k, v in opts.items() if k not in self.static_options}
+        out = self._synth(self.params, mels[None] if squeeze else mels, dyn, static)
+        return out[0] if squeeze else out
+
+    __call__ = vocode

@@ -1,0 +1,1 @@
+"""Shared neural-network layers: convolutions with weight norm, Snake and the anti-aliased activation."""

@@ -1,0 +1,226 @@
+"""Building blocks shared by every model: convolutions with optional weight norm, Snake activations and the
+anti-aliased (kaiser-sinc) resampling of BigVGAN.
+
+Layout: every tensor is channels-last, ``[batch, time, channels]`` (XLA's fast layout on CPU and GPU).
+Kernels are ``[kernel_size, in_channels / groups, out_channels]`` (``WIO``), also for transposed convolutions;
+2D convolutions (the discriminators) take ``[B, H, W, C]`` with ``[kh, kw, Cin, Cout]`` (``HWIO``) kernels.
+
+Weight norm (Salimans & Kingma, as ``torch.nn.utils.weight_norm``): a layer created with ``weight_norm=True``
+owns ``weight_v`` (the direction, kernel-shaped) and ``weight_g`` (the gain, shaped like the kernel with size 1
+on every axis the norm runs over), and computes ``kernel = v * (g / ||v||)``. The same layer also accepts a
+parameter tree in which :func:`fold_weight_norm` replaced the pair with the folded ``kernel``: training keeps
+the parametrisation, inference runs on folded weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Padding = int | tuple[int, int]
+
+
+def _pair(padding: Padding) -> tuple[int, int]:
+    return (padding, padding) if isinstance(padding, int) else tuple(padding)
+
+
+def get_padding(kernel_size: int, dilation: int = 1) -> int:
+    """The "same" padding of an odd kernel (the official get_padding of BigVGAN, HiFi-GAN and NeMo)."""
+    return (kernel_size * dilation - dilation) // 2
+
+
+def pad_time(x: Array, left: int, right: int, mode: str = "zeros") -> Array:
+    """Pads axis 1 of ``[B, T, C]``; modes as torch's F.pad: zeros, reflect, replicate."""
+    if left == 0 and right == 0:
+        return x
+    jmode = {"zeros": "constant", "constant": "constant", "reflect": "reflect", "replicate": "edge"}[mode]
+    return jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode=jmode)
+
+
+def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, padding: Padding = 0,
+           groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
+    """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout]."""
+    left, right = _pair(padding)
+    if padding_mode != "zeros":
+        x, left, right = pad_time(x, left, right, padding_mode), 0, 0
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=(stride,), padding=[(left, right)], rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups, precision=precision)
+
+
+def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, output_padding: int = 0,
+                     groups: int = 1, precision=None) -> Array:
+    """torch.nn.functional.conv_transpose1d in channels-last layout; kernel [K, Cin, Cout/groups] (torch's
+    [Cin, Cout/groups, K] permuted).
+
+    Computed as one dense convolution with ``stride * Cout`` output channels (one group per output phase,
+    "sub-pixel" form) and an interleave, instead of a convolution over a zero-stuffed input: ``stride`` times
+    fewer multiply-adds, and no ``lhs_dilation``, which is slow on XLA's CPU backend.
+    """
+    K, cin, cout_g = kernel.shape
+    B, L, _ = x.shape
+    u, G = stride, groups
+    M = -(-K // u)  # taps per phase
+    kernel = jnp.pad(kernel, ((0, M * u - K), (0, 0), (0, 0)))
+    # phase r, tap m holds kernel[m*u + r]; the convolution below is a cross-correlation, so taps are flipped.
+    # Output channels are ordered (group, phase, channel) so that each group's are contiguous.
+    w = kernel.reshape(M, u, G, cin // G, cout_g)[::-1].transpose(0, 3, 2, 1, 4).reshape(M, cin // G, G * u * cout_g)
+    y = conv1d(x, w, padding=(M - 1, M - 1), groups=G, precision=precision)  # [B, L+M-1, G*u*cout_g]
+    if G > 1:
+        y = y.reshape(B, L + M - 1, G, u, cout_g).transpose(0, 1, 3, 2, 4)
+    y = y.reshape(B, (L + M - 1) * u, G * cout_g)
+    out_len = (L - 1) * u - 2 * padding + K + output_padding
+    if padding + out_len > y.shape[1]:
+        y = pad_time(y, 0, padding + out_len - y.shape[1])
+    return y[:, padding:padding + out_len]
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+    """torch's default conv/linear init (kaiming_uniform, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    fan_in = int(np.prod(shape[:-1]))
+    bound = 1.0 / math.sqrt(fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _norm_except(v: Array, keep_axis: int) -> Array:
+    axes = tuple(a for a in range(v.ndim) if a != keep_axis % v.ndim)
+    return jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+
+
+def weight_norm_kernel(g: Array, v: Array) -> Array:
+    """kernel = v * (g / ||v||), the norm over every axis on which g has size 1 (torch's order of operations)."""
+    axes = tuple(a for a in range(v.ndim) if g.shape[a] == 1)
+    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=axes, keepdims=True))
+    return v * (g / norm)
+
+
+def fold_weight_norm(params: Any) -> Any:
+    """Replaces every ``{weight_g, weight_v}`` pair of a parameter tree with the folded ``kernel``."""
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    for k, v in params.items():
+        if k in ("weight_g", "weight_v"):
+            continue
+        out[k] = fold_weight_norm(v)
+    if "weight_g" in params and "weight_v" in params:
+        out["kernel"] = weight_norm_kernel(jnp.asarray(params["weight_g"]), jnp.asarray(params["weight_v"]))
+    return out
+
+
+class _WeightNormed(nn.Module):
+    """Common parameter handling of the weight-normed layers: returns the effective kernel."""
+
+    def _kernel(self, shape: tuple[int, ...], gain_axis: int, weight_norm: bool, init: Callable) -> Array:
+        if self.has_variable("params", "kernel") or not weight_norm:
+            return self.param("kernel", init, shape)
+        v = self.param("weight_v", init, shape)
+        g_shape = tuple(s if a == gain_axis % len(shape) else 1 for a, s in enumerate(shape))
+        g = self.param("weight_g", lambda _, vv: _norm_except(vv, gain_axis), v)
+        assert g.shape == g_shape, (g.shape, g_shape)
+        return weight_norm_kernel(g, v)
+
+
+class Conv1d(_WeightNormed):
+    """torch.nn.Conv1d (optionally weight-normed over the output channel), channels-last."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    padding: Padding = 0
+    groups: int = 1
+    use_bias: bool = True
+    weight_norm: bool = False
+    padding_mode: str = "zeros"
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        shape = (self.kernel_size, cin // self.groups, self.features)
+        kernel = self._kernel(shape, -1, self.weight_norm, self.kernel_init)
+        y = conv1d(x, kernel, stride=self.stride, dilation=self.dilation, padding=self.padding,
+                   groups=self.groups, padding_mode=self.padding_mode, precision=self.precision)
+        if self.use_bias:
+            fan_in = shape[0] * shape[1]
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+class ConvTranspose1d(_WeightNormed):
+    """torch.nn.ConvTranspose1d; weight norm over the input channel, as torch's dim=0 on its
+    [Cin, Cout/groups, K] weight. Kernel stored [K, Cin, Cout/groups]."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    output_padding: int = 0
+    use_bias: bool = True
+    groups: int = 1
+    weight_norm: bool = False
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cin = x.shape[-1]
+        shape = (self.kernel_size, cin, self.features // self.groups)
+        kernel = self._kernel(shape, 1, self.weight_norm, self.kernel_init)
+        y = conv_transpose1d(x, kernel, stride=self.stride, padding=self.padding,
+                             output_padding=self.output_padding, groups=self.groups, precision=self.precision)
+        if self.use_bias:
+            # torch's fan_in for a transposed conv weight [Cin, Cout/groups, K] is Cout/groups*K
+            fan_in = self.features // self.groups * self.kernel_size
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+def conv2d(x: Array, kernel: Array, *, stride: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
+           padding: tuple[int, int] = (0, 0), precision=None) -> Array:
+    """torch.nn.functional.conv2d (groups=1, zero padding) in channels-last layout: x [B, H, W, Cin], kernel
+    [kh, kw, Cin, Cout] (HWIO). The spatial axes keep torch's order (H, W)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), window_strides=tuple(stride), padding=[(p, p) for p in padding],
+        rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+
+
+class Conv2d(_WeightNormed):
+    """torch.nn.Conv2d (groups=1, zero padding; optionally weight-normed over the output channel, as
+    ``torch.nn.utils.weight_norm``'s dim=0), channels-last ``[B, H, W, C]``; kernel ``[kh, kw, Cin, Cout]``."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    use_bias: bool = True
+    weight_norm: bool = False
+    kernel_init: Callable = torch_default_kernel_init
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self._kernel(shape, -1, self.weight_norm, self.kernel_init)
+        y = conv2d(x, kernel, stride=self.stride, dilation=self.dilation, padding=self.padding,
+                   precision=self.precision)
+        if self.use_bias:
+            fan_in = shape[0] * shape[1] * shape[2]
+            b = self.param("bias", _uniform(1.0 / math.sqrt(fan_in)), (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
+def _uniform(bound: float) -> Callable:
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)

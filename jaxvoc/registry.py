@@ -1,0 +1,56 @@
+"""The one list of model families. Adding a model is its module under ``jaxvoc/models/`` plus one line here
+(and, when it has them, its converter under ``conversion/`` and its training task under ``jaxvoc/train/``).
+
+Entries are module names, imported on first use: this file imports nothing of jaxvoc's, so every layer may
+read it without an upward import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from jaxvoc.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    model: str  # defines Pretrained.from_checkpoint(ckpt_dir, meta, fold=True)
+    converter: str | None = None  # defines convert(src, config=None) -> Converted, and compare(args)
+    trainer: str | None = None  # defines Task(cfg) for jaxvoc train
+
+
+FAMILIES = {
+    "bigvgan": Family("jaxvoc.models.bigvgan", "conversion.bigvgan", "jaxvoc.train.bigvgan"),
+    "waveglow": Family("jaxvoc.models.waveglow", "conversion.waveglow", "jaxvoc.train.waveglow"),
+    "codec": Family("jaxvoc.models.codec", "conversion.codec"),
+}
+
+
+def family(kind: str) -> Family:
+    if kind not in FAMILIES:
+        raise UserError(f"unknown model kind {kind!r}; choose one of: {', '.join(FAMILIES)}")
+    return FAMILIES[kind]
+
+
+def model_module(kind: str):
+    return importlib.import_module(family(kind).model)
+
+
+def converter_module(kind: str):
+    """The torch-aware converter of ``kind`` (conversion/); a missing official package is one UserError."""
+    name = family(kind).converter
+    if name is None:
+        raise UserError(f"there is no converter for {kind} models")
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise UserError(f"conversion needs the official PyTorch packages ({e.name} is missing); "
+                        "install with `pip install jaxvoc[conversion]` or `make venv`") from None
+
+
+def trainer_module(kind: str):
+    name = family(kind).trainer
+    if name is None:
+        raise UserError(f"{kind} models cannot be trained with jaxvoc train yet")
+    return importlib.import_module(name)
