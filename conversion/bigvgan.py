@@ -239,7 +239,7 @@ def convert_discriminator_file(path: str, config: BigVGANConfig, generator_state
     ``discriminator`` = {'mpd': ..., 'mrd': ...} (MRD or CQTD under the official key 'mrd');
     ``opt_state_g`` / ``opt_state_d`` = {'count', 'mu', 'nu', 'lr', 'initial_lr', 'b1', 'b2', 'eps',
     'weight_decay'} with mu/nu shaped like params / discriminator (AdamW's exp_avg / exp_avg_sq and step;
-    load them into an optax state with :func:`jaxvoc.bigvgan_gan.load_adam_moments`), present when the file
+    load them into an optax state with :func:`jaxvoc.train.bigvgan.load_adam_moments`), present when the file
     holds a stepped optimizer (and, for the generator, when ``generator_state_dict`` gives the parameter
     order); ``train_progress`` = {'steps', 'epoch'} as saved."""
     dcfg = discriminator_config(config, path)

@@ -1,6 +1,6 @@
-"""BigVGAN's GAN objective (jaxvoc.discriminators, jaxvoc.losses, jaxvoc.bigvgan_gan) against the official
+"""BigVGAN's GAN objective (jaxvoc.models.discriminators, jaxvoc.train.losses, jaxvoc.train.bigvgan) against the official
 code: bigvgan.discriminators (with nnAudio's CQT and torchaudio's Resample), bigvgan.loss, and one step of
-bigvgan/train.py written with those modules (conversion/bigvgan_train.py), from identical weights and batch;
+bigvgan/train.py written with those modules (experiments/reference/bigvgan_train.py), from identical weights and batch;
 and the conversion of train.py's discriminator/optimizer file.
 
 Bounds (issue 5, item 5): every loss term within 1e-5 relative of the official float32 step; gradients of

@@ -1,4 +1,4 @@
-"""Shared layers against their references: the arithmetic float32 sine of Snake (jaxvoc.layers.sin)."""
+"""Shared layers against their references: the arithmetic float32 sine of Snake (jaxvoc.nn.activations.sin)."""
 
 from __future__ import annotations
 

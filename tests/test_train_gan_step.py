@@ -1,6 +1,6 @@
 """The whole jaxvoc GAN train step (jaxvoc.train: BigVGANObjective + generic step + AdamW + exponential lr +
 per-group clipping + freeze_step) against two iterations of the official bigvgan/train.py loop body, from
-identical weights and batch (conversion/train_reference.py).
+identical weights and batch (experiments/reference/train_reference.py).
 
 Small v1 config (MPD + MRD, single-scale mel loss on the fmax_for_loss mel: exercises the batch's separate
 ``mel`` / ``mel_loss``; the v2 discriminators and losses are tested with the objective in

@@ -1,12 +1,12 @@
 """BigVGAN training speed: one jaxvoc train step (the jitted step of `jaxvoc train`: generator, discriminator
 update, generator update, AdamW) against one iteration of the official bigvgan/train.py loop body
-(conversion.bigvgan_train.official_train_step: the same statements, official modules and optimizers), same
+(experiments.reference.bigvgan_train.official_train_step: the same statements, official modules and optimizers), same
 config, batch and segment, in one process.
 
     python -m experiments.bench train-bigvgan [--config NAME] [--small] [--batch B] [--segment T] [--repeats R]
 
 --config: an official config (default bigvgan_v2_24khz_100band_256x: the full generator, MPD, CQTD,
-multi-scale mel loss); --small shrinks it as the tests do (conversion.bigvgan_train.small_config). Timings
+multi-scale mel loss); --small shrinks it as the tests do (experiments.reference.bigvgan_train.small_config). Timings
 alternate between the two sides (after warm-up, JAX compilation excluded) and report medians. Ends with
 `train-bigvgan: jax X steps/s, pytorch Y steps/s, ratio Z` (ratio = jax / pytorch).
 """

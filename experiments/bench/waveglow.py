@@ -3,7 +3,7 @@
     python -m experiments.bench waveglow [--frames 32] [--repeats 3] [--sigma 0.6] [--channels 256]
 
 Both sides synthesise from the same random log-mel with stand-in weights of the published config (12 flows,
-8-layer 256-channel WNs): JAX through ``jaxvoc.waveglow.Pretrained.vocode`` (jit, compiled in a warm-up call,
+8-layer 256-channel WNs): JAX through ``jaxvoc.models.waveglow.Pretrained.vocode`` (jit, compiled in a warm-up call,
 noise drawn in the program), PyTorch through the official ``WaveGlow.infer`` (weight norm removed, eval,
 ``torch.inference_mode``, all CPU threads; its CUDA noise allocation replaced by seeded CPU ``normal_``).
 The runs alternate (torch, jax, torch, jax, ...) so that load from other processes hits both alike; the

@@ -6,7 +6,7 @@ bigvgan/train.py, and the official float32-vs-float64 rounding for scale.
 For each config (default: bigvgan_24khz_100band = v1, MPD + MRD + mel L1; bigvgan_v2_24khz_100band_256x =
 v2, MPD + CQTD + multi-scale mel loss) builds the official generator and discriminators with random weights,
 one batch of two speech segments (the official loader's normalisation and mels), runs one official step in
-float32 and float64 and the same step through BigVGANObjective (conversion/bigvgan_train.py), and prints
+float32 and float64 and the same step through BigVGANObjective (experiments/reference/bigvgan_train.py), and prints
 per loss term the relative errors jax-vs-torch32, torch32-vs-torch64 and jax-vs-torch64, and per gradient
 group (generator g, mpd, mrd) 1 - cosine similarity, the relative norm difference and ‖a-b‖/‖b‖.
 

@@ -1,5 +1,5 @@
 """The jaxvoc BigVGAN train step against iterations of the official train.py loop body, with the official
-float32-vs-float64 rounding as reference (conversion/train_reference.py), for small v1 and v2 configs.
+float32-vs-float64 rounding as reference (experiments/reference/train_reference.py), for small v1 and v2 configs.
 
     python -m experiments.equivalence.train_step [--configs bigvgan_24khz_100band bigvgan_v2_24khz_100band_256x]
 

@@ -234,7 +234,7 @@ def measure_equivalence(config: dict, segments: np.ndarray, *, seed: int = 0, st
     """For each value of ``steps`` (train.py's step counter; below ``freeze_step`` the step is frozen): one
     official train.py step in float32 (and in float64 when ``float64`` is True or lists that step value), and
     the same step through
-    jaxvoc.bigvgan_gan.BigVGANObjective in the protocol's order, from identical weights and batch. The
+    jaxvoc.train.bigvgan.BigVGANObjective in the protocol's order, from identical weights and batch. The
     generator loss of both sides uses the discriminators the official optim_d.step() produced (converted), so
     losses and gradients are compared, not an optimizer. The jitted JAX functions are shared by the steps.
     Returns {step: {'losses': {term: {'jax', 'torch32', 'torch64', 'jax_vs_32', '32_vs_64', 'jax_vs_64'}},

@@ -2,7 +2,7 @@
 (tests/test_train_gan_step.py, experiments/equivalence/train_step.py).
 
 From identical weights (official random init, gains and Snake parameters randomised) and batch, runs
-``steps`` iterations of the official loop (``conversion.bigvgan_train.official_train_step`` with train.py's
+``steps`` iterations of the official loop (``experiments.reference.bigvgan_train.official_train_step`` with train.py's
 AdamW optimizers and ExponentialLR schedulers stepped after every iteration), optionally also in float64,
 and the same number of steps of the jitted step ``jaxvoc train`` uses (BigVGANTask: BigVGANObjective +
 jaxvoc.train.objective.make_gan_step + jaxvoc.train.optim). Reports per-step loss differences and, per

@@ -126,7 +126,7 @@ class BigVGANConfig:
 
     @property
     def synthesis_mel(self) -> MelConfig:
-        """The same front-end with a direct DFT (jaxvoc.audio.dft), for the mels of synthesis inputs
+        """The same front-end with a direct DFT (jaxvoc.dsp.stft.dft), for the mels of synthesis inputs
         (``model.mel``, ``jaxvoc synth``): in the quiet bins of speech it is closer to a float64 computation
         than any float32 FFT, the official one included (docs/bigvgan.md); it costs ~n_fft multiply-adds per
         sample, nothing next to the generator."""

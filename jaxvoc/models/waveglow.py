@@ -161,7 +161,7 @@ class WaveGlowConfig:
         """Tacotron2's TacotronSTFT front-end: reflect padding of filter_length/2 (centred frames), periodic
         Hann window, magnitude sqrt(re^2 + im^2) without epsilon, Slaney mel filters, log(clamp(x, 1e-5)).
         The transform is a direct DFT summed in order, like the official conv with a Fourier basis (an FFT
-        in float32 is ~1.5x further from float64 in the quiet bins of speech; see jaxvoc.audio.dft)."""
+        in float32 is ~1.5x further from float64 in the quiet bins of speech; see jaxvoc.dsp.stft.dft)."""
         return MelConfig(sampling_rate=self.sampling_rate, n_fft=self.filter_length, num_mels=self.n_mel_channels,
                          hop_size=self.hop_length, win_size=self.win_length, fmin=self.mel_fmin, fmax=self.mel_fmax,
                          padding="center", magnitude_eps=0.0, clip_val=1e-5, transform="dft")

@@ -18,7 +18,7 @@ iterator state (a position) is all a checkpoint needs. Each process reads its ow
 (``files[process_index::process_count]``). Only the segment is read from disk (soundfile seek).
 
 The mel spectrograms are computed on the accelerator inside the train step with the jaxvoc front-end
-(``jaxvoc.audio.mel_spectrogram``), from exactly these segments, as the official loaders compute them per
+(``jaxvoc.dsp.stft.mel_spectrogram``), from exactly these segments, as the official loaders compute them per
 segment.
 """
 

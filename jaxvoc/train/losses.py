@@ -1,7 +1,7 @@
 """GAN vocoder losses, following NVIDIA's ``bigvgan/loss.py`` (MIT): least-squares GAN losses, feature
 matching, the multi-scale log-mel L1 loss of BigVGAN-v2 (descript-audio-codec's) and the single-scale log-mel
 L1 of v1. Every function returns a scalar (float32) and is differentiable; the log-mels come from
-:mod:`jaxvoc.audio`.
+:mod:`jaxvoc.dsp.stft`.
 """
 
 from __future__ import annotations
