@@ -114,6 +114,14 @@ def set_precision(mode: str) -> None:
     jax.config.update("jax_default_matmul_precision", "highest" if highest else None)
 
 
+def versions() -> str:
+    """The timing context of a benchmark line: torch's thread count and both frameworks' versions."""
+    import jax
+    import torch
+
+    return f"torch {torch.get_num_threads()} threads, jax {jax.__version__}, torch {torch.__version__}"
+
+
 def print_table(rows: list[tuple[str, str]], title: str) -> None:
     width = max(len(k) for k, _ in rows)
     print(title)

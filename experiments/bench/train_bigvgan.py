@@ -18,7 +18,7 @@ import contextlib
 import io
 import itertools
 
-from experiments.bench.train_common import print_result, speech_segments, time_train_steps
+from experiments.bench.train_common import print_result, runtime_line, speech_segments, time_train_steps
 
 
 def official_config(name: str, small: bool) -> dict:
@@ -37,7 +37,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
 
-    import jax
     import torch
 
     from conversion import bigvgan as cb
@@ -65,8 +64,6 @@ def main(argv: list[str]) -> int:
     n_g = sum(p.numel() for p in gen.parameters())
     n_d = sum(p.numel() for p in mpd.parameters()) + sum(p.numel() for p in mrd.parameters())
     print(f"config {args.config}{' (small)' if args.small else ''}: generator {n_g / 1e6:.2f} M, discriminators "
-          f"{n_d / 1e6:.2f} M parameters; batch {args.batch} x segment {args.segment}; device "
-          f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, "
-          f"torch {torch.__version__}; jax compile {t_compile:.1f} s")
+          f"{n_d / 1e6:.2f} M parameters; batch {args.batch} x segment {args.segment}; {runtime_line(t_compile)}")
     print_result("train-bigvgan", tj, tt, args.repeats)
     return 0

@@ -1,4 +1,4 @@
-"""What the two training benchmarks (bench_train_bigvgan.py, bench_train_waveglow.py) share: the speech
+"""What the two training benchmarks (train_bigvgan.py, train_waveglow.py) share: the speech
 batch, and timing the jitted step of `jaxvoc train` against the official step in one process."""
 
 from __future__ import annotations
@@ -50,6 +50,15 @@ def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repe
 
     tj, tt = rp.time_alternating([jax_step, torch_step], repeats)
     return tj, tt, t_compile
+
+
+def runtime_line(t_compile: float) -> str:
+    """Where the figures were taken: device, torch threads, versions, compile time."""
+    import jax
+
+    from conversion import report as rp
+
+    return f"device {jax.devices()[0].platform}, {rp.versions()}; jax compile {t_compile:.1f} s"
 
 
 def print_result(name: str, tj: float, tt: float, repeats: int) -> None:

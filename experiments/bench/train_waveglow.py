@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 
-from experiments.bench.train_common import print_result, speech_segments, time_train_steps
+from experiments.bench.train_common import print_result, runtime_line, speech_segments, time_train_steps
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +29,6 @@ def main(argv: list[str]) -> int:
     p.add_argument("--bf16", action="store_true", help="jaxvoc side in bfloat16 compute")
     args = p.parse_args(argv)
 
-    import jax
     import torch
 
     from waveglow.glow import WaveGlowLoss
@@ -72,8 +71,7 @@ def main(argv: list[str]) -> int:
     tj, tt, t_compile = time_train_steps(WaveGlowTask, raw, audio, torch_step, args.repeats)
     n = sum(p.numel() for p in model.parameters())
     print(f"waveglow{' (small)' if args.small else ' (published config)'}: {n / 1e6:.2f} M parameters; batch "
-          f"{args.batch} x segment {args.segment}; jax {'bfloat16' if args.bf16 else 'float32'} compute; device "
-          f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, torch "
-          f"{torch.__version__}; jax compile {t_compile:.1f} s")
+          f"{args.batch} x segment {args.segment}; jax {'bfloat16' if args.bf16 else 'float32'} compute; "
+          f"{runtime_line(t_compile)}")
     print_result("train-waveglow", tj, tt, args.repeats)
     return 0

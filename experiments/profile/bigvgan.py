@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     rows.append(("sum", f"stage jax {t[0] * 1e3:7.1f} ms pt {t[1] * 1e3:7.1f} ms ({t[1] / t[0]:4.2f}) | "
                         f"convs jax {t[2] * 1e3:7.1f} pt {t[3] * 1e3:7.1f} ({t[3] / t[2]:4.2f}) | "
                         f"acts jax {t[4] * 1e3:6.1f} pt {t[5] * 1e3:6.1f} ({t[5] / t[4]:4.2f})"))
-    rp.print_table(rows, f"{args.config}, {args.frames} frames, CPU float32, torch {torch.get_num_threads()} threads, "
-                         f"jax {jax.__version__}, torch {torch.__version__} (ratio = pytorch time / jax time)")
+    rp.print_table(rows, f"{args.config}, {args.frames} frames, CPU float32, {rp.versions()} "
+                         "(ratio = pytorch time / jax time)")
     return 0
 
 

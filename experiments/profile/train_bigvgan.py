@@ -108,8 +108,8 @@ def main(argv=None) -> int:
             for i, (name, _, _) in enumerate(jobs)]
     rows.append(("sum", f"jax {sum(t[0::2]) * 1e3:8.0f} ms  pytorch {sum(t[1::2]) * 1e3:8.0f} ms  ratio "
                         f"{sum(t[1::2]) / sum(t[0::2]):5.2f}"))
-    rp.print_table(rows, f"{args.config}, segment {T}, batch 1, CPU float32, torch {torch.get_num_threads()} threads, "
-                         f"jax {jax.__version__}, torch {torch.__version__} (ratio = pytorch time / jax time)")
+    rp.print_table(rows, f"{args.config}, segment {T}, batch 1, CPU float32, {rp.versions()} "
+                         "(ratio = pytorch time / jax time)")
     return 0
 
 
