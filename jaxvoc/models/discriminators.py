@@ -9,8 +9,7 @@ out]. Sub-module names mirror the official state-dict names (``discriminators_0/
 ``discriminators.0.convs.1``).
 
 The CQT of CQTD is nnAudio's ``CQT2010v2`` (time-domain kernels of the top octave, applied to the signal
-and to successive 2x low-passed copies of it), preceded by torchaudio's 2x sinc resampling, both computed
-here from their defining formulas (float64 on the host, rounded to float32 as those libraries do).
+and to successive 2x low-passed copies of it), preceded by torchaudio's 2x sinc resampling (:mod:`jaxvoc.dsp.cqt`, :mod:`jaxvoc.dsp.resample`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Building blocks shared by every model: convolutions with optional weight norm, Snake activations and the
-anti-aliased (kaiser-sinc) resampling of BigVGAN.
+"""Convolutions shared by every model (1D, transposed 1D in sub-pixel form, 2D), with optional weight norm, and
+the padding helpers (activations: :mod:`jaxvoc.nn.activations`).
 
 Layout: every tensor is channels-last, ``[batch, time, channels]`` (XLA's fast layout on CPU and GPU).
 Kernels are ``[kernel_size, in_channels / groups, out_channels]`` (``WIO``), also for transposed convolutions;
