@@ -71,7 +71,7 @@ def infer_both(official, params, cfg, frames=8, sigma=0.7, seed=0):
 
 
 def test_published_object_equals_official(model, reference):
-    config, params = reference
+    config, params, _ = reference
     assert wg.WaveGlowConfig.from_dict(config) == CFG
     ref, out = infer_both(model, params, CFG)
     assert snr_db(out, ref) >= 100
