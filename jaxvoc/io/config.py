@@ -116,8 +116,14 @@ def _convert(tp, v, key: str, source: str, meta: dict):
         raise TypeError(f"unsupported config type {tp}")
     lo, hi = meta.get("min"), meta.get("max")
     if isinstance(v, (int, float)) and (lo is not None and v < lo or hi is not None and v > hi):
-        raise _Bad(f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]")
+        raise _Bad
     return v
+
+
+def _range(meta) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    return "" if lo is None and hi is None else f" >= {lo}" if hi is None else f" <= {hi}" if lo is None else \
+        f" in [{lo}, {hi}]"
 
 
 def refuse_unknown(d: dict, known, source: str, *, prefix: str = "", what: str = "key", hint: str = "") -> None:
@@ -184,9 +190,9 @@ def load_dataclass(cls, d, source: str, *, keep_unknown: bool = False, ignore=()
             continue
         try:
             kw[f.name] = _convert(tp, v, prefix + f.name, source, f.metadata)
-        except _Bad as e:
-            rng = f" {e.args[0]}" if e.args else ""
-            raise UserError(f"{source}: {prefix}{f.name} must be {describe(tp)}{rng}, got {_short(v)}") from None
+        except _Bad:
+            raise UserError(f"{source}: {prefix}{f.name} must be {describe(tp)}{_range(f.metadata)}, "
+                            f"got {_short(v)}") from None
     if missing:
         raise UserError(f"{source} lacks {what}(s) {missing}" + (f"; {hint}" if hint else ""))
     if extra_field:

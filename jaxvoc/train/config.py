@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Literal
 
 from jaxvoc.errors import UserError
-from jaxvoc.io.config import read_json
+from jaxvoc.io.config import load_dataclass, read_json
+
+
+_POS = {"min": 1}
 
 
 @dataclasses.dataclass
@@ -33,23 +36,25 @@ class TrainSettings:
     num_validation_files: int = 4  # directory mode / no validation list: files held out for validation
     # run (official names)
     checkpoint_path: str | None = None  # run folder (checkpoints/, logs/, export/)
-    training_steps: int = 1_000_000  # jaxvoc: the official scripts run `training_epochs` epochs instead
-    stdout_interval: int = 5
-    summary_interval: int = 100
-    checkpoint_interval: int = 50_000
-    validation_interval: int = 50_000
+    # jaxvoc: the official scripts run `training_epochs` epochs instead
+    training_steps: int = dataclasses.field(default=1_000_000, metadata=_POS)
+    stdout_interval: int = dataclasses.field(default=5, metadata=_POS)
+    summary_interval: int = dataclasses.field(default=100, metadata=_POS)
+    checkpoint_interval: int = dataclasses.field(default=50_000, metadata=_POS)
+    validation_interval: int = dataclasses.field(default=50_000, metadata=_POS)
     freeze_step: int = 0
     # jaxvoc
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = dataclasses.field(default=3, metadata=_POS)
     async_checkpointing: bool = True
-    fsdp: int = 1  # devices per parameter shard group (1: replicated parameters)
+    fsdp: int = dataclasses.field(default=1, metadata=_POS)  # devices per parameter shard group (1: replicated)
     fsdp_min_size: int = 2 ** 16  # leaves with fewer elements stay replicated
-    data_threads: int = 2
+    data_threads: int = dataclasses.field(default=2, metadata=_POS)
     validation_max_files: int = 8
     validation_max_seconds: float | None = None
     validation_sigma: float = 0.6  # WaveGlow: noise scale for validation synthesis
     num_audio_samples: int = 2  # validation clips logged as audio and mel images
-    compute_dtype: str = "float32"  # "bfloat16": bf16 compute with float32 master weights (WaveGlow)
+    # "bfloat16": bf16 compute with float32 master weights (WaveGlow)
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
     objective: str | None = None  # "module:factory" to replace the model's default objective
     export_at_end: bool = True  # write <checkpoint_path>/export as a jaxvoc checkpoint when done
 
@@ -77,20 +82,7 @@ def _settings(section: Any, path: str, overrides: dict) -> TrainSettings:
         section = {}
     if not isinstance(section, dict):
         raise UserError(f"{path}: \"train\" must be an object of settings")
-    known = {f.name: f for f in dataclasses.fields(TrainSettings)}
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise UserError(f"{path}: unknown train setting(s) {unknown}; known: {', '.join(sorted(known))}")
-    merged = {**overrides, **section}
-    s = TrainSettings(**merged)
-    for name in ("training_steps", "stdout_interval", "summary_interval", "checkpoint_interval",
-                 "validation_interval", "keep_checkpoints", "fsdp", "data_threads"):
-        v = getattr(s, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise UserError(f"{path}: train.{name} must be a positive integer, got {v!r}")
-    if s.compute_dtype not in ("float32", "bfloat16"):
-        raise UserError(f"{path}: train.compute_dtype must be \"float32\" or \"bfloat16\", got {s.compute_dtype!r}")
-    return s
+    return load_dataclass(TrainSettings, {**overrides, **section}, path, prefix="train.", what="train setting")
 
 
 def _positive_int(d: dict, key: str, path: str) -> int:
