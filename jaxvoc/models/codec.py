@@ -187,6 +187,7 @@ class CodecConfig:
         return d
 
     def validate(self, source: str = "config") -> None:
+        """Rules across fields and sections (each argument's type and range: :func:`load_dataclass`)."""
         e, dc = self.encoder, self.decoder
         for name, m in (("audio_encoder", e), ("audio_decoder", dc)):
             if not m.resblock_kernel_sizes or not m.resblock_dilation_sizes:
