@@ -85,11 +85,39 @@ def _settings(section: Any, path: str, overrides: dict) -> TrainSettings:
     return load_dataclass(TrainSettings, {**overrides, **section}, path, prefix="train.", what="train setting")
 
 
-def _positive_int(d: dict, key: str, path: str) -> int:
-    v = d.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise UserError(f"{path}: {key} must be a positive integer, got {v!r}")
-    return v
+@dataclasses.dataclass(frozen=True)
+class _BigVGANRun:
+    """The official flat config.json's keys that set up a run (the others: the model, the objective)."""
+
+    batch_size: int = dataclasses.field(metadata=_POS)
+    segment_size: int = dataclasses.field(metadata=_POS)
+    sampling_rate: int = dataclasses.field(metadata=_POS)
+    learning_rate: float
+    adam_b1: float
+    adam_b2: float
+    seed: int = 1234
+
+
+@dataclasses.dataclass(frozen=True)
+class _WaveGlowTrain:
+    """The official ``train_config`` keys that set up a run."""
+
+    batch_size: int = dataclasses.field(metadata=_POS)
+    learning_rate: float
+    sigma: float
+    seed: int = 1234
+    output_directory: str | None = None
+    iters_per_checkpoint: int | None = None
+    fp16_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _WaveGlowData:
+    """The official ``data_config`` keys that set up a run (the mel settings: WaveGlowConfig)."""
+
+    segment_length: int = dataclasses.field(metadata=_POS)
+    sampling_rate: int = dataclasses.field(metadata=_POS)
+    training_files: str | None = None
 
 
 def load(path: str) -> TrainConfig:
@@ -102,39 +130,31 @@ def load(path: str) -> TrainConfig:
     if kind not in ("bigvgan", "waveglow"):
         raise UserError(f"{path}: cannot tell the model; set \"model\" to \"bigvgan\" or \"waveglow\"")
     stem = os.path.splitext(os.path.basename(path))[0]
+    model = {k: v for k, v in raw.items() if k not in ("train", "model")}
     if kind == "bigvgan":
-        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
-        for key in ("batch_size", "segment_size", "sampling_rate", "learning_rate", "adam_b1", "adam_b2"):
-            if key not in model:
-                raise UserError(f"{path} lacks the BigVGAN training key {key!r}; start from an official config")
+        run = load_dataclass(_BigVGANRun, model, path, keep_unknown=True, what="BigVGAN training key",
+                             hint="start from an official config")
         train = _settings(raw.get("train"), path, {})
-        batch_size = _positive_int(model, "batch_size", path)
-        segment_size = _positive_int(model, "segment_size", path)
-        sampling_rate = _positive_int(model, "sampling_rate", path)
-        seed = int(model.get("seed", 1234))
+        batch_size, segment_size, sampling_rate, seed = run.batch_size, run.segment_size, run.sampling_rate, run.seed
     else:
         for sec in ("train_config", "data_config", "waveglow_config"):
             if not isinstance(raw.get(sec), dict):
                 raise UserError(f"{path} lacks the WaveGlow section {sec!r}; start from the official config.json")
-        tc, dc = raw["train_config"], raw["data_config"]
-        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
+        tc = load_dataclass(_WaveGlowTrain, raw["train_config"], path, keep_unknown=True, prefix="train_config.",
+                            hint="start from the official config.json")
+        dc = load_dataclass(_WaveGlowData, raw["data_config"], path, keep_unknown=True, prefix="data_config.",
+                            hint="start from the official config.json")
         over = {}
-        if dc.get("training_files"):
-            over["input_training_file"] = dc["training_files"]
-        if tc.get("output_directory"):
-            over["checkpoint_path"] = tc["output_directory"]
-        if tc.get("iters_per_checkpoint"):
-            over["checkpoint_interval"] = int(tc["iters_per_checkpoint"])
-        if tc.get("fp16_run"):
+        if dc.training_files:
+            over["input_training_file"] = dc.training_files
+        if tc.output_directory:
+            over["checkpoint_path"] = tc.output_directory
+        if tc.iters_per_checkpoint:
+            over["checkpoint_interval"] = tc.iters_per_checkpoint
+        if tc.fp16_run:
             over["compute_dtype"] = "bfloat16"
         train = _settings(raw.get("train"), path, over)
-        for key in ("learning_rate", "sigma", "batch_size"):
-            if key not in tc:
-                raise UserError(f"{path}: train_config lacks {key!r}")
-        batch_size = _positive_int(tc, "batch_size", path)
-        segment_size = _positive_int(dc, "segment_length", path)
-        sampling_rate = _positive_int(dc, "sampling_rate", path)
-        seed = int(tc.get("seed", 1234))
+        batch_size, segment_size, sampling_rate, seed = tc.batch_size, dc.segment_length, dc.sampling_rate, tc.seed
     run_dir = os.path.abspath(train.checkpoint_path or os.path.join("runs", stem))
     return TrainConfig(path=os.path.abspath(path), kind=kind, raw=raw, model=model, train=train,
                        batch_size=batch_size, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed,
