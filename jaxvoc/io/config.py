@@ -73,6 +73,9 @@ def describe(tp, plural: bool = False) -> str:
     return "anything"
 
 
+_SCALARS = {bool: (bool,), int: (int, float), float: (int, float), str: (str,), dict: (dict,)}
+
+
 def _convert(tp, v, key: str, source: str, meta: dict):
     inner = _optional(tp)
     if inner is not None:
@@ -94,26 +97,14 @@ def _convert(tp, v, key: str, source: str, meta: dict):
         if len(v) != len(args):
             raise _Bad
         return tuple(_convert(a, x, key, source, meta) for a, x in zip(args, v))
-    if tp is bool:
-        if not isinstance(v, bool):
+    if tp is not typing.Any:
+        if tp not in _SCALARS:
+            raise TypeError(f"unsupported config type {tp}")
+        if not isinstance(v, _SCALARS[tp]) or tp is not bool and isinstance(v, bool) or \
+                tp is int and isinstance(v, float) and not v.is_integer():
             raise _Bad
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
-            raise _Bad
-        v = int(v)
-    elif tp is float:  # an integer is a number too, and is kept as read so that a round trip writes it back
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise _Bad
-    elif tp is str:
-        if not isinstance(v, str):
-            raise _Bad
-        v = v.lower() if meta.get("lower") else v
-    elif tp is dict:
-        if not isinstance(v, dict):
-            raise _Bad
-    elif tp is not typing.Any:
-        raise TypeError(f"unsupported config type {tp}")
+        # an integer is a number too, kept as read in a float field so that a round trip writes it back
+        v = int(v) if tp is int else v.lower() if tp is str and meta.get("lower") else v
     lo, hi = meta.get("min"), meta.get("max")
     if isinstance(v, (int, float)) and (lo is not None and v < lo or hi is not None and v > hi):
         raise _Bad
