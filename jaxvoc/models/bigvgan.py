@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,11 +22,22 @@ from jaxvoc.dsp.stft import MelConfig
 from jaxvoc.models.base import folded, from_checkpoint
 from jaxvoc.models.vocoder import Vocoder
 from jaxvoc.errors import UserError
-from jaxvoc.io.config import read_json
+from jaxvoc.io.config import load_dataclass, read_json
 from jaxvoc.nn.activations import Activation1d
 from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding
 
 Array = jax.Array
+
+
+_POS = {"min": 1}
+# the official config.json's other keys (training and discriminator settings): kept in ``extra`` as they are
+OFFICIAL_OTHER_KEYS = frozenset((
+    "num_gpus", "batch_size", "learning_rate", "adam_b1", "adam_b2", "lr_decay", "seed", "training_epochs",
+    "segment_size", "num_freq", "fmax_for_loss", "num_workers", "dist_config", "clip_grad_norm",
+    "use_multiscale_melloss", "lambda_melloss", "mpd_reshapes", "use_spectral_norm", "discriminator_channel_mult",
+    "resolutions", "mrd_use_spectral_norm", "mrd_channel_mult", "use_cqtd_instead_of_mrd", "use_mbd_instead_of_mrd",
+    "cqtd_filters", "cqtd_max_filters", "cqtd_filters_scale", "cqtd_dilations", "cqtd_in_channels",
+    "cqtd_out_channels", "cqtd_hop_lengths", "cqtd_n_octaves", "cqtd_bins_per_octaves", "cqtd_normalize_volume"))
 
 
 def _normal(std: float):
@@ -35,49 +46,34 @@ def _normal(std: float):
 
 @dataclasses.dataclass(frozen=True)
 class BigVGANConfig:
-    """The official config.json, generator and mel fields (names unchanged). Unknown keys are kept in
+    """The official config.json, generator and mel fields (names unchanged). The other keys are kept in
     ``extra`` (training settings, discriminator settings) so a round trip writes the file back whole."""
 
-    num_mels: int
-    upsample_rates: tuple[int, ...]
-    upsample_kernel_sizes: tuple[int, ...]
-    upsample_initial_channel: int
-    resblock: str
-    resblock_kernel_sizes: tuple[int, ...]
-    resblock_dilation_sizes: tuple[tuple[int, ...], ...]
-    activation: str = "snakebeta"
+    num_mels: int = dataclasses.field(metadata=_POS)
+    upsample_rates: tuple[int, ...] = dataclasses.field(metadata=_POS)
+    upsample_kernel_sizes: tuple[int, ...] = dataclasses.field(metadata=_POS)
+    upsample_initial_channel: int = dataclasses.field(metadata=_POS)
+    resblock: Literal["1", "2"]
+    resblock_kernel_sizes: tuple[int, ...] = dataclasses.field(metadata=_POS)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = dataclasses.field(metadata=_POS)
+    activation: Literal["snake", "snakebeta"] = "snakebeta"
     snake_logscale: bool = True
     use_tanh_at_final: bool = True  # official default when the key is absent (v1 configs)
     use_bias_at_final: bool = True  # likewise
-    sampling_rate: int = 24000
-    n_fft: int = 1024
-    hop_size: int = 256
-    win_size: int = 1024
+    sampling_rate: int = dataclasses.field(default=24000, metadata=_POS)
+    n_fft: int = dataclasses.field(default=1024, metadata=_POS)
+    hop_size: int = dataclasses.field(default=256, metadata=_POS)
+    win_size: int = dataclasses.field(default=1024, metadata=_POS)
     fmin: float = 0
     fmax: float | None = None
     # jaxvoc's own key: the anti-aliasing low-pass taps as stored (float32) in the converted checkpoint
     jaxvoc_antialias_filter: tuple[float, ...] | None = None
-    extra: tuple[tuple[str, Any], ...] = ()
-
-    REQUIRED = ("num_mels", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock",
-                "resblock_kernel_sizes", "resblock_dilation_sizes")
+    extra: tuple[tuple[str, Any], ...] = dataclasses.field(default=(), metadata={"extra": True})
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "BigVGANConfig":
-        missing = [k for k in cls.REQUIRED if k not in d]
-        if missing:
-            raise UserError(f"{source} lacks BigVGAN keys {missing}; give the config.json that came with the model")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        kw = {k: d[k] for k in names if k in d and d[k] is not None or k == "fmax" and k in d}
-        for k in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
-            kw[k] = tuple(int(v) for v in kw[k])
-        kw["resblock_dilation_sizes"] = tuple(tuple(int(v) for v in ds) for ds in kw["resblock_dilation_sizes"])
-        kw["resblock"] = str(kw["resblock"])
-        if kw.get("jaxvoc_antialias_filter") is not None:
-            kw["jaxvoc_antialias_filter"] = tuple(float(v) for v in kw["jaxvoc_antialias_filter"])
-        cfg = cls(**kw, extra=tuple((k, v) for k, v in d.items() if k not in names))
-        cfg.validate(source)
-        return cfg
+        return load_dataclass(cls, d, source, keep_unknown=True, ignore=OFFICIAL_OTHER_KEYS, what="BigVGAN key",
+                              hint="give the config.json that came with the model")
 
     @classmethod
     def from_json(cls, path: str) -> "BigVGANConfig":
@@ -94,19 +90,14 @@ class BigVGANConfig:
     def to_dict(self) -> dict:
         d = dict(self.extra)
         for f in dataclasses.fields(self):
-            if f.name != "extra":
-                v = getattr(self, f.name)
-                if f.name == "jaxvoc_antialias_filter" and v is None:
-                    continue
+            v = getattr(self, f.name)
+            if f.name != "extra" and not (f.name == "jaxvoc_antialias_filter" and v is None):
                 d[f.name] = [list(x) for x in v] if f.name == "resblock_dilation_sizes" else (
                     list(v) if isinstance(v, tuple) else v)
         return d
 
     def validate(self, source: str = "config") -> None:
-        if self.resblock not in ("1", "2"):
-            raise UserError(f"{source}: resblock must be \"1\" or \"2\", got {self.resblock!r}")
-        if self.activation not in ("snake", "snakebeta"):
-            raise UserError(f"{source}: activation must be 'snake' or 'snakebeta', got {self.activation!r}")
+        """Rules across fields (the types and ranges are checked by :func:`load_dataclass`)."""
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             raise UserError(f"{source}: upsample_rates and upsample_kernel_sizes differ in length")
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):

@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Sequence
+import typing
+from typing import Any, Literal, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvoc.errors import UserError
+from jaxvoc.io.config import load_dataclass
 from jaxvoc.models.base import counting_jit, folded, from_checkpoint
 from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding, pad_time
 from jaxvoc.nn.activations import snake
@@ -38,12 +40,10 @@ from jaxvoc.models.fsq import GroupFSQ
 
 Array = jax.Array
 
-# NeMo class names (the last part of a config's _target_) that jaxvoc implements, per model slot
-ENCODERS = ("HiFiGANEncoder",)
-DECODERS = ("HiFiGANDecoder",)
-QUANTIZERS = ("GroupFiniteScalarQuantizer", "FiniteScalarQuantizer")
-ACTIVATIONS = ("elu", "lrelu", "snake", "half_snake")
-PAD_MODES = ("reflect", "zeros", "replicate")
+Activation = Literal["elu", "lrelu", "snake", "half_snake"]
+PadMode = Literal["reflect", "zeros", "replicate"]
+ACTIVATIONS = typing.get_args(Activation)
+PAD_MODES = typing.get_args(PadMode)
 FINGERPRINT_KEY = "jaxvoc_fingerprint"  # added to the NeMo config in a jaxvoc checkpoint
 
 
@@ -51,96 +51,90 @@ FINGERPRINT_KEY = "jaxvoc_fingerprint"  # added to the NeMo config in a jaxvoc c
 # Config
 
 
-def _target_name(section: Any, slot: str, source: str) -> str:
-    if not isinstance(section, dict) or "_target_" not in section:
-        raise UserError(f"{source}: '{slot}' has no _target_; give the model_config.yaml of a NeMo AudioCodecModel")
-    target = str(section["_target_"])
-    module, _, name = target.rpartition(".")
-    # NeMo's own classes only: a class of the same name elsewhere may compute something else
-    return name if module.startswith("nemo.collections.tts.modules") else target
-
-
-def _module_args(section: dict, slot: str, fields: dict[str, Any], source: str) -> dict:
-    """The module's constructor arguments, NeMo's defaults filled in; an argument jaxvoc does not know is an
-    error (it could change what the module computes)."""
-    args = {k: v for k, v in section.items() if k != "_target_"}
-    unknown = sorted(set(args) - set(fields))
-    if unknown:
-        raise UserError(f"{source}: {slot} ({section['_target_']}) has argument(s) {unknown} that jaxvoc does not "
-                        "support")
-    out = dict(fields)
-    out.update({k: v for k, v in args.items() if v is not None or fields[k] is None})
-    return out
-
-
-def _ints(v, name: str, source: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in v)
-    except (TypeError, ValueError):
-        raise UserError(f"{source}: {name} must be a list of integers, got {v!r}") from None
+_POS = {"min": 1}
+_ACT = {"lower": True}  # NeMo lower-cases the activation (only)
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """NeMo HiFiGANEncoder arguments (NeMo's defaults)."""
 
-    encoded_dim: int
-    down_sample_rates: tuple[int, ...] = (2, 2, 8, 8)
-    base_channels: int = 32
-    in_kernel_size: int = 7
-    out_kernel_size: int = 7
-    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
-    resblock_dilation_sizes: tuple[int, ...] = (1, 3, 5)
-    activation: str = "lrelu"
-    pad_mode: str = "reflect"
+    encoded_dim: int = dataclasses.field(metadata=_POS)
+    down_sample_rates: tuple[int, ...] = dataclasses.field(default=(2, 2, 8, 8), metadata=_POS)
+    base_channels: int = dataclasses.field(default=32, metadata=_POS)
+    in_kernel_size: int = dataclasses.field(default=7, metadata=_POS)
+    out_kernel_size: int = dataclasses.field(default=7, metadata=_POS)
+    resblock_kernel_sizes: tuple[int, ...] = dataclasses.field(default=(3, 7, 11), metadata=_POS)
+    resblock_dilation_sizes: tuple[int, ...] = dataclasses.field(default=(1, 3, 5), metadata=_POS)
+    activation: Activation = dataclasses.field(default="lrelu", metadata=_ACT)
+    pad_mode: PadMode = "reflect"
 
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
     """NeMo HiFiGANDecoder arguments (NeMo's defaults)."""
 
-    input_dim: int
-    up_sample_rates: tuple[int, ...] = (8, 8, 2, 2)
-    base_channels: int = 512
-    in_kernel_size: int = 7
-    out_kernel_size: int = 3
-    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
-    resblock_dilation_sizes: tuple[int, ...] = (1, 3, 5)
-    activation: str = "lrelu"
-    output_activation: str = "tanh"
-    pad_mode: str = "reflect"
+    input_dim: int = dataclasses.field(metadata=_POS)
+    up_sample_rates: tuple[int, ...] = dataclasses.field(default=(8, 8, 2, 2), metadata=_POS)
+    base_channels: int = dataclasses.field(default=512, metadata=_POS)
+    in_kernel_size: int = dataclasses.field(default=7, metadata=_POS)
+    out_kernel_size: int = dataclasses.field(default=3, metadata=_POS)
+    resblock_kernel_sizes: tuple[int, ...] = dataclasses.field(default=(3, 7, 11), metadata=_POS)
+    resblock_dilation_sizes: tuple[int, ...] = dataclasses.field(default=(1, 3, 5), metadata=_POS)
+    activation: Activation = dataclasses.field(default="lrelu", metadata=_ACT)
+    output_activation: Literal["tanh", "clamp"] = "tanh"
+    pad_mode: PadMode = "reflect"
     n_groups_equal_to_out_channels: bool = False
 
 
-_REQUIRED = object()
+@dataclasses.dataclass(frozen=True)
+class _GroupFSQArgs:
+    """NeMo GroupFiniteScalarQuantizer arguments."""
+
+    num_groups: int = dataclasses.field(metadata=_POS)
+    num_levels_per_group: tuple[int, ...] = dataclasses.field(metadata={"min": 2})
+    eps: float = 1e-3
 
 
-def _fields(cls) -> dict[str, Any]:
-    return {f.name: (f.default if f.default is not dataclasses.MISSING else _REQUIRED)
-            for f in dataclasses.fields(cls)}
+@dataclasses.dataclass(frozen=True)
+class _FSQArgs:
+    """NeMo FiniteScalarQuantizer arguments (one group)."""
+
+    num_levels: tuple[int, ...] = dataclasses.field(metadata={"min": 2})
+    eps: float = 1e-3
 
 
-def _build(cls, section: dict, slot: str, source: str):
-    fields = _fields(cls)
-    args = _module_args(section, slot, {k: (None if v is _REQUIRED else v) for k, v in fields.items()}, source)
-    missing = [k for k, v in fields.items() if v is _REQUIRED and args.get(k) is None]
-    if missing:
-        raise UserError(f"{source}: {slot} lacks {missing}")
-    kw = {}
-    for k, v in args.items():
-        default = fields[k]
-        if isinstance(default, tuple) or k.endswith("_rates") or k.endswith("_sizes"):
-            kw[k] = _ints(v, f"{slot}.{k}", source)
-        elif isinstance(default, bool):
-            kw[k] = bool(v)
-        elif isinstance(default, str):
-            kw[k] = str(v).lower() if k == "activation" else str(v)  # NeMo lower-cases the activation only
-        else:
-            try:
-                kw[k] = int(v)
-            except (TypeError, ValueError):
-                raise UserError(f"{source}: {slot}.{k} must be an integer, got {v!r}") from None
-    return cls(**kw)
+@dataclasses.dataclass(frozen=True)
+class _NeMoTop:
+    """The top-level keys of an AudioCodecModel config that jaxvoc reads (the others are kept as they are)."""
+
+    sample_rate: int = dataclasses.field(metadata=_POS)
+    samples_per_frame: int = dataclasses.field(metadata=_POS)
+    audio_encoder: dict
+    audio_decoder: dict
+    output_sample_rate: int | None = None
+
+
+# NeMo class names (the last part of a config's _target_) that jaxvoc implements, per model slot
+ENCODERS = {"HiFiGANEncoder": EncoderConfig}
+DECODERS = {"HiFiGANDecoder": DecoderConfig}
+QUANTIZERS = {"GroupFiniteScalarQuantizer": _GroupFSQArgs, "FiniteScalarQuantizer": _FSQArgs}
+
+
+def _section(d: dict, slot: str, classes: dict, source: str):
+    """(NeMo class name, its arguments) of the ``_target_`` section ``slot``, NeMo's defaults filled in; an
+    argument jaxvoc does not know is an error (it could change what the module computes)."""
+    section = d[slot]
+    if not isinstance(section, dict) or "_target_" not in section:
+        raise UserError(f"{source}: '{slot}' has no _target_; give the model_config.yaml of a NeMo AudioCodecModel")
+    target = str(section["_target_"])
+    module, _, name = target.rpartition(".")
+    # NeMo's own classes only: a class of the same name elsewhere may compute something else
+    name = name if module.startswith("nemo.collections.tts.modules") else target
+    if name not in classes:
+        raise UserError(f"{source}: {slot} {target} is not supported by jaxvoc (supported: {', '.join(classes)})")
+    args = {k: v for k, v in section.items() if k != "_target_"}
+    return name, load_dataclass(classes[name], args, source, prefix=f"{slot}.", what=f"{name} argument")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,51 +160,23 @@ class CodecConfig:
             raise UserError(f"{source} is not a mapping; give a NeMo AudioCodecModel's model_config.yaml")
         d = dict(d)
         fingerprint = str(d.pop(FINGERPRINT_KEY, "") or "")
-        for key in ("sample_rate", "samples_per_frame", "audio_encoder", "audio_decoder"):
-            if key not in d:
-                raise UserError(f"{source} lacks '{key}'; give the model_config.yaml of a NeMo AudioCodecModel")
+        top = load_dataclass(_NeMoTop, d, source, keep_unknown=True,
+                             hint="give the model_config.yaml of a NeMo AudioCodecModel")
         for key in ("semantic_codec", "semantic_codec_path"):
             if d.get(key):
                 raise UserError(f"{source}: '{key}' (a semantic codec inside the codec) is not supported by jaxvoc")
-        enc_name = _target_name(d["audio_encoder"], "audio_encoder", source)
-        if enc_name not in ENCODERS:
-            raise UserError(f"{source}: audio_encoder {d['audio_encoder']['_target_']} is not supported by jaxvoc "
-                            f"(supported: {', '.join(ENCODERS)})")
-        dec_name = _target_name(d["audio_decoder"], "audio_decoder", source)
-        if dec_name not in DECODERS:
-            raise UserError(f"{source}: audio_decoder {d['audio_decoder']['_target_']} is not supported by jaxvoc "
-                            f"(supported: {', '.join(DECODERS)})")
-        vq = d.get("vector_quantizer")
-        if not vq:
+        _, encoder = _section(d, "audio_encoder", ENCODERS, source)
+        _, decoder = _section(d, "audio_decoder", DECODERS, source)
+        if not d.get("vector_quantizer"):
             raise UserError(f"{source} has no vector_quantizer, so the model makes no tokens; jaxvoc supports "
                             f"codecs with one of: {', '.join(QUANTIZERS)}")
-        vq_name = _target_name(vq, "vector_quantizer", source)
-        if vq_name not in QUANTIZERS:
-            raise UserError(f"{source}: vector_quantizer {vq['_target_']} is not supported by jaxvoc "
-                            f"(supported: {', '.join(QUANTIZERS)})")
-        if vq_name == "GroupFiniteScalarQuantizer":
-            args = _module_args(vq, "vector_quantizer", {"num_groups": None, "num_levels_per_group": None,
-                                                         "eps": 1e-3}, source)
-            if args["num_groups"] is None or args["num_levels_per_group"] is None:
-                raise UserError(f"{source}: vector_quantizer needs num_groups and num_levels_per_group")
-            groups, levels = args["num_groups"], args["num_levels_per_group"]
-        else:
-            args = _module_args(vq, "vector_quantizer", {"num_levels": None, "eps": 1e-3}, source)
-            if args["num_levels"] is None:
-                raise UserError(f"{source}: vector_quantizer needs num_levels")
-            groups, levels = 1, args["num_levels"]
-        encoder = _build(EncoderConfig, d["audio_encoder"], "audio_encoder", source)
-        decoder = _build(DecoderConfig, d["audio_decoder"], "audio_decoder", source)
-        try:
-            cfg = cls(
-                sample_rate=int(d["sample_rate"]), samples_per_frame=int(d["samples_per_frame"]),
-                encoder=encoder, decoder=decoder, num_groups=int(groups),
-                num_levels_per_group=_ints(levels, "num_levels_per_group", source), fsq_eps=float(args["eps"]),
-                output_sample_rate=int(d["output_sample_rate"]) if d.get("output_sample_rate") else None,
-                quantizer_target=vq_name, fingerprint=fingerprint, nemo=json.dumps(d, sort_keys=True))
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{source}: a sample rate, frame size or quantizer setting is not a number ({e})") \
-                from None
+        vq_name, vq = _section(d, "vector_quantizer", QUANTIZERS, source)
+        groups, levels = (vq.num_groups, vq.num_levels_per_group) if isinstance(vq, _GroupFSQArgs) else \
+            (1, vq.num_levels)
+        cfg = cls(sample_rate=top.sample_rate, samples_per_frame=top.samples_per_frame, encoder=encoder,
+                  decoder=decoder, num_groups=groups, num_levels_per_group=levels, fsq_eps=float(vq.eps),
+                  output_sample_rate=top.output_sample_rate or None, quantizer_target=vq_name,
+                  fingerprint=fingerprint, nemo=json.dumps(d, sort_keys=True))
         cfg.validate(source)
         return cfg
 
@@ -221,22 +187,11 @@ class CodecConfig:
         return d
 
     def validate(self, source: str = "config") -> None:
+        """Rules across fields and sections (each argument's type and range: :func:`load_dataclass`)."""
         e, dc = self.encoder, self.decoder
         for name, m in (("audio_encoder", e), ("audio_decoder", dc)):
-            if m.activation not in ACTIVATIONS:
-                raise UserError(f"{source}: {name}.activation {m.activation!r} is not one of {ACTIVATIONS}")
-            if m.pad_mode not in PAD_MODES:
-                raise UserError(f"{source}: {name}.pad_mode {m.pad_mode!r} is not supported by jaxvoc "
-                                f"(supported: {', '.join(PAD_MODES)})")
             if not m.resblock_kernel_sizes or not m.resblock_dilation_sizes:
                 raise UserError(f"{source}: {name} needs at least one resblock kernel size and dilation")
-        if dc.output_activation not in ("tanh", "clamp"):
-            raise UserError(f"{source}: audio_decoder.output_activation must be 'tanh' or 'clamp', "
-                            f"got {dc.output_activation!r}")
-        if min(e.down_sample_rates + dc.up_sample_rates, default=1) < 1 or self.samples_per_frame < 1:
-            raise UserError(f"{source}: sample rates and samples_per_frame must be positive")
-        if self.num_groups < 1 or min(self.num_levels_per_group, default=0) < 2:
-            raise UserError(f"{source}: the quantizer needs num_groups >= 1 and >= 2 levels per dimension")
         if e.encoded_dim != self.num_groups * len(self.num_levels_per_group):
             raise UserError(f"{source}: audio_encoder.encoded_dim ({e.encoded_dim}) differs from the quantizer's "
                             f"num_groups x len(num_levels_per_group) ({self.codebook_dim})")

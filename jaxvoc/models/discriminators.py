@@ -24,6 +24,7 @@ from jaxvoc.dsp.cqt import CQTPlan, cqt, cqt_plan
 from jaxvoc.dsp.resample import resample
 from jaxvoc.dsp.stft import magnitude, stft
 from jaxvoc.errors import UserError
+from jaxvoc.io.config import load_dataclass
 from jaxvoc.nn.conv import Conv2d
 
 Array = jax.Array
@@ -34,11 +35,12 @@ LRELU_SLOPE = 0.1
 class DiscriminatorConfig:
     """The discriminator keys of an official BigVGAN config.json (names and defaults as the official code)."""
 
-    sampling_rate: int
-    mpd_reshapes: tuple[int, ...]
+    sampling_rate: int = dataclasses.field(metadata={"min": 1})
+    mpd_reshapes: tuple[int, ...] = dataclasses.field(metadata={"min": 1})
     use_spectral_norm: bool
     discriminator_channel_mult: float
-    resolutions: tuple[tuple[int, int, int], ...] | None = None  # MRD (v1)
+    resolutions: tuple[tuple[int, int, int], ...] | None = dataclasses.field(default=None,  # MRD (v1)
+                                                                            metadata={"min": 1})
     mrd_use_spectral_norm: bool | None = None  # overrides use_spectral_norm for MRD when present
     mrd_channel_mult: float | None = None  # overrides discriminator_channel_mult for MRD when present
     use_cqtd_instead_of_mrd: bool = False
@@ -56,21 +58,9 @@ class DiscriminatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "DiscriminatorConfig":
-        missing = [k for k in ("sampling_rate", "mpd_reshapes", "use_spectral_norm", "discriminator_channel_mult")
-                   if k not in d]
-        if missing:
-            raise UserError(f"{source} lacks the discriminator keys {missing}; give the official BigVGAN "
-                            "config.json (with its training section)")
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: d[k] for k in names if k in d and d[k] is not None}
-        for k in ("mpd_reshapes", "cqtd_dilations", "cqtd_hop_lengths", "cqtd_n_octaves", "cqtd_bins_per_octaves"):
-            if k in kw:
-                kw[k] = tuple(int(v) for v in kw[k])
-        if "resolutions" in kw:
-            kw["resolutions"] = tuple(tuple(int(v) for v in r) for r in kw["resolutions"])
-        cfg = cls(**kw)
-        cfg.validate(source)
-        return cfg
+        """From the official flat config.json, whose other keys (generator, training) are passed over."""
+        return load_dataclass(cls, d, source, keep_unknown=True, what="discriminator key",
+                              hint="give the official BigVGAN config.json (with its training section)")
 
     def validate(self, source: str = "config") -> None:
         if self.use_mbd_instead_of_mrd:

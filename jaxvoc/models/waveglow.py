@@ -28,7 +28,7 @@ import numpy as np
 from jaxvoc.dsp.stft import MelConfig
 from jaxvoc.dsp.tacotron import STFTConfig, stft_inverse, stft_transform
 from jaxvoc.errors import UserError
-from jaxvoc.io.config import read_json
+from jaxvoc.io.config import load_dataclass, read_json, refuse_unknown
 from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, fold_weight_norm
 from jaxvoc.models.base import from_checkpoint
 from jaxvoc.models.vocoder import Vocoder
@@ -44,11 +44,14 @@ UPSAMPLE_STRIDE = 256
 # Config
 
 
+_POS = {"min": 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class WNConfig:
-    n_layers: int = 8
-    n_channels: int = 256
-    kernel_size: int = 3
+    n_layers: int = dataclasses.field(default=8, metadata=_POS)
+    n_channels: int = dataclasses.field(default=256, metadata=_POS)
+    kernel_size: int = dataclasses.field(default=3, metadata=_POS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,22 +61,22 @@ class WaveGlowConfig:
     published checkpoints), whose odd flows condition on the second half of the channels and transform the
     first half (the current ``glow.py`` always conditions on the first half)."""
 
-    n_mel_channels: int = 80
-    n_flows: int = 12
-    n_group: int = 8
-    n_early_every: int = 4
-    n_early_size: int = 2
+    n_mel_channels: int = dataclasses.field(default=80, metadata=_POS)
+    n_flows: int = dataclasses.field(default=12, metadata=_POS)
+    n_group: int = dataclasses.field(default=8, metadata=_POS)
+    n_early_every: int = dataclasses.field(default=4, metadata=_POS)
+    n_early_size: int = dataclasses.field(default=2, metadata={"min": 0})
     WN_config: WNConfig = WNConfig()
     glow_old: bool = False
     # data_config (Tacotron2's STFT settings)
-    sampling_rate: int = 22050
-    filter_length: int = 1024
+    sampling_rate: int = dataclasses.field(default=22050, metadata=_POS)
+    filter_length: int = dataclasses.field(default=1024, metadata=_POS)
     hop_length: int = 256
-    win_length: int = 1024
+    win_length: int = dataclasses.field(default=1024, metadata=_POS)
     mel_fmin: float = 0.0
     mel_fmax: float | None = 8000.0
 
-    MODEL_KEYS = ("n_mel_channels", "n_flows", "n_group", "n_early_every", "n_early_size")
+    MODEL_KEYS = ("n_mel_channels", "n_flows", "n_group", "n_early_every", "n_early_size", "WN_config")
     DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "mel_fmin", "mel_fmax")
 
     @classmethod
@@ -86,31 +89,16 @@ class WaveGlowConfig:
         data = d.get("data_config", d)
         if not isinstance(model, dict) or not isinstance(data, dict):
             raise UserError(f"{source}: waveglow_config / data_config must be objects")
-        if not any(k in model for k in cls.MODEL_KEYS + ("WN_config",)):
+        if not any(k in model for k in cls.MODEL_KEYS):
             raise UserError(f"{source} has no WaveGlow keys (waveglow_config with n_flows, n_group, ...); "
                             "give the config.json the model was trained with")
-        kw: dict[str, Any] = {}
-        try:
-            for k in cls.MODEL_KEYS:
-                if k in model:
-                    kw[k] = int(model[k])
-            if "WN_config" in model:
-                wn = model["WN_config"]
-                unknown = set(wn) - {"n_layers", "n_channels", "kernel_size"}
-                if unknown:
-                    raise UserError(f"{source}: unknown WN_config keys {sorted(unknown)}")
-                kw["WN_config"] = WNConfig(**{k: int(v) for k, v in wn.items()})
-            if "glow_old" in d:
-                kw["glow_old"] = bool(d["glow_old"])
-            for k in cls.DATA_KEYS:
-                if k in data:
-                    v = data[k]
-                    kw[k] = (None if v is None else float(v)) if k.startswith("mel_f") else int(v)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{source}: a WaveGlow setting has the wrong type ({e})") from None
-        cfg = cls(**kw)
-        cfg.validate(source)
-        return cfg
+        if model is not d:  # a section of its own: every key is the model's
+            refuse_unknown(model, cls.MODEL_KEYS, source, prefix="waveglow_config.")
+        flat = {k: model[k] for k in cls.MODEL_KEYS if k in model}
+        flat.update({k: data[k] for k in cls.DATA_KEYS if k in data})
+        if "glow_old" in d:
+            flat["glow_old"] = d["glow_old"]
+        return load_dataclass(cls, flat, source)
 
     @classmethod
     def from_json(cls, path: str) -> "WaveGlowConfig":

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Literal
 
 from jaxvoc.errors import UserError
-from jaxvoc.io.config import read_json
+from jaxvoc.io.config import load_dataclass, read_json
+
+
+_POS = {"min": 1}
 
 
 @dataclasses.dataclass
@@ -33,23 +36,25 @@ class TrainSettings:
     num_validation_files: int = 4  # directory mode / no validation list: files held out for validation
     # run (official names)
     checkpoint_path: str | None = None  # run folder (checkpoints/, logs/, export/)
-    training_steps: int = 1_000_000  # jaxvoc: the official scripts run `training_epochs` epochs instead
-    stdout_interval: int = 5
-    summary_interval: int = 100
-    checkpoint_interval: int = 50_000
-    validation_interval: int = 50_000
+    # jaxvoc: the official scripts run `training_epochs` epochs instead
+    training_steps: int = dataclasses.field(default=1_000_000, metadata=_POS)
+    stdout_interval: int = dataclasses.field(default=5, metadata=_POS)
+    summary_interval: int = dataclasses.field(default=100, metadata=_POS)
+    checkpoint_interval: int = dataclasses.field(default=50_000, metadata=_POS)
+    validation_interval: int = dataclasses.field(default=50_000, metadata=_POS)
     freeze_step: int = 0
     # jaxvoc
-    keep_checkpoints: int = 3
+    keep_checkpoints: int = dataclasses.field(default=3, metadata=_POS)
     async_checkpointing: bool = True
-    fsdp: int = 1  # devices per parameter shard group (1: replicated parameters)
+    fsdp: int = dataclasses.field(default=1, metadata=_POS)  # devices per parameter shard group (1: replicated)
     fsdp_min_size: int = 2 ** 16  # leaves with fewer elements stay replicated
-    data_threads: int = 2
+    data_threads: int = dataclasses.field(default=2, metadata=_POS)
     validation_max_files: int = 8
     validation_max_seconds: float | None = None
     validation_sigma: float = 0.6  # WaveGlow: noise scale for validation synthesis
     num_audio_samples: int = 2  # validation clips logged as audio and mel images
-    compute_dtype: str = "float32"  # "bfloat16": bf16 compute with float32 master weights (WaveGlow)
+    # "bfloat16": bf16 compute with float32 master weights (WaveGlow)
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
     objective: str | None = None  # "module:factory" to replace the model's default objective
     export_at_end: bool = True  # write <checkpoint_path>/export as a jaxvoc checkpoint when done
 
@@ -77,27 +82,42 @@ def _settings(section: Any, path: str, overrides: dict) -> TrainSettings:
         section = {}
     if not isinstance(section, dict):
         raise UserError(f"{path}: \"train\" must be an object of settings")
-    known = {f.name: f for f in dataclasses.fields(TrainSettings)}
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise UserError(f"{path}: unknown train setting(s) {unknown}; known: {', '.join(sorted(known))}")
-    merged = {**overrides, **section}
-    s = TrainSettings(**merged)
-    for name in ("training_steps", "stdout_interval", "summary_interval", "checkpoint_interval",
-                 "validation_interval", "keep_checkpoints", "fsdp", "data_threads"):
-        v = getattr(s, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise UserError(f"{path}: train.{name} must be a positive integer, got {v!r}")
-    if s.compute_dtype not in ("float32", "bfloat16"):
-        raise UserError(f"{path}: train.compute_dtype must be \"float32\" or \"bfloat16\", got {s.compute_dtype!r}")
-    return s
+    return load_dataclass(TrainSettings, {**overrides, **section}, path, prefix="train.", what="train setting")
 
 
-def _positive_int(d: dict, key: str, path: str) -> int:
-    v = d.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise UserError(f"{path}: {key} must be a positive integer, got {v!r}")
-    return v
+@dataclasses.dataclass(frozen=True)
+class _BigVGANRun:
+    """The official flat config.json's keys that set up a run (the others: the model, the objective)."""
+
+    batch_size: int = dataclasses.field(metadata=_POS)
+    segment_size: int = dataclasses.field(metadata=_POS)
+    sampling_rate: int = dataclasses.field(metadata=_POS)
+    learning_rate: float
+    adam_b1: float
+    adam_b2: float
+    seed: int = 1234
+
+
+@dataclasses.dataclass(frozen=True)
+class _WaveGlowTrain:
+    """The official ``train_config`` keys that set up a run."""
+
+    batch_size: int = dataclasses.field(metadata=_POS)
+    learning_rate: float
+    sigma: float
+    seed: int = 1234
+    output_directory: str | None = None
+    iters_per_checkpoint: int | None = None
+    fp16_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class _WaveGlowData:
+    """The official ``data_config`` keys that set up a run (the mel settings: WaveGlowConfig)."""
+
+    segment_length: int = dataclasses.field(metadata=_POS)
+    sampling_rate: int = dataclasses.field(metadata=_POS)
+    training_files: str | None = None
 
 
 def load(path: str) -> TrainConfig:
@@ -110,39 +130,31 @@ def load(path: str) -> TrainConfig:
     if kind not in ("bigvgan", "waveglow"):
         raise UserError(f"{path}: cannot tell the model; set \"model\" to \"bigvgan\" or \"waveglow\"")
     stem = os.path.splitext(os.path.basename(path))[0]
+    model = {k: v for k, v in raw.items() if k not in ("train", "model")}
     if kind == "bigvgan":
-        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
-        for key in ("batch_size", "segment_size", "sampling_rate", "learning_rate", "adam_b1", "adam_b2"):
-            if key not in model:
-                raise UserError(f"{path} lacks the BigVGAN training key {key!r}; start from an official config")
+        run = load_dataclass(_BigVGANRun, model, path, keep_unknown=True, what="BigVGAN training key",
+                             hint="start from an official config")
         train = _settings(raw.get("train"), path, {})
-        batch_size = _positive_int(model, "batch_size", path)
-        segment_size = _positive_int(model, "segment_size", path)
-        sampling_rate = _positive_int(model, "sampling_rate", path)
-        seed = int(model.get("seed", 1234))
+        batch_size, segment_size, sampling_rate, seed = run.batch_size, run.segment_size, run.sampling_rate, run.seed
     else:
         for sec in ("train_config", "data_config", "waveglow_config"):
             if not isinstance(raw.get(sec), dict):
                 raise UserError(f"{path} lacks the WaveGlow section {sec!r}; start from the official config.json")
-        tc, dc = raw["train_config"], raw["data_config"]
-        model = {k: v for k, v in raw.items() if k not in ("train", "model")}
+        tc = load_dataclass(_WaveGlowTrain, raw["train_config"], path, keep_unknown=True, prefix="train_config.",
+                            hint="start from the official config.json")
+        dc = load_dataclass(_WaveGlowData, raw["data_config"], path, keep_unknown=True, prefix="data_config.",
+                            hint="start from the official config.json")
         over = {}
-        if dc.get("training_files"):
-            over["input_training_file"] = dc["training_files"]
-        if tc.get("output_directory"):
-            over["checkpoint_path"] = tc["output_directory"]
-        if tc.get("iters_per_checkpoint"):
-            over["checkpoint_interval"] = int(tc["iters_per_checkpoint"])
-        if tc.get("fp16_run"):
+        if dc.training_files:
+            over["input_training_file"] = dc.training_files
+        if tc.output_directory:
+            over["checkpoint_path"] = tc.output_directory
+        if tc.iters_per_checkpoint:
+            over["checkpoint_interval"] = tc.iters_per_checkpoint
+        if tc.fp16_run:
             over["compute_dtype"] = "bfloat16"
         train = _settings(raw.get("train"), path, over)
-        for key in ("learning_rate", "sigma", "batch_size"):
-            if key not in tc:
-                raise UserError(f"{path}: train_config lacks {key!r}")
-        batch_size = _positive_int(tc, "batch_size", path)
-        segment_size = _positive_int(dc, "segment_length", path)
-        sampling_rate = _positive_int(dc, "sampling_rate", path)
-        seed = int(tc.get("seed", 1234))
+        batch_size, segment_size, sampling_rate, seed = tc.batch_size, dc.segment_length, dc.sampling_rate, tc.seed
     run_dir = os.path.abspath(train.checkpoint_path or os.path.join("runs", stem))
     return TrainConfig(path=os.path.abspath(path), kind=kind, raw=raw, model=model, train=train,
                        batch_size=batch_size, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed,
