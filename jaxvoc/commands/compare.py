@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from jaxvoc.registry import FAMILIES, converter_module
+from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package
 
 
 def add_arguments(p):
@@ -37,7 +37,12 @@ def run(args) -> int:
     for prec in precisions:
         if args.device == "gpu":
             rp.set_precision(prec)
-        res = mod.compare(args)
+        try:
+            res = mod.compare(args)
+        except ImportError as e:  # torch or the official package, imported lazily
+            if is_missing_official(e):
+                raise missing_package(e) from None
+            raise
         res["precision"] = prec if args.device == "gpu" else "float32 (CPU)"
         rows = [("precision", res["precision"])] + res["rows"]
         rp.print_table(rows, f"{args.kind}: official PyTorch vs jaxvoc ({args.device})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jaxvoc.registry import FAMILIES, converter_module
+from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package
 
 
 def add_arguments(p):
@@ -22,7 +22,12 @@ def run(args) -> int:
 
     t0 = time.time()
     mod = converter_module(args.kind)
-    config, params, extra = mod.convert(args.src, **({"config": args.config} if args.config else {}))
+    try:
+        config, params, extra = mod.convert(args.src, **({"config": args.config} if args.config else {}))
+    except ImportError as e:  # torch, imported lazily
+        if is_missing_official(e):
+            raise missing_package(e) from None
+        raise
     checkpoint.save(args.out_dir, args.kind, config, params, extra=extra, overwrite=args.overwrite)
     n = count_params(params)
     print(f"converted {args.kind} {args.src} -> {args.out_dir}: {n / 1e6:.2f} M parameters"

@@ -41,9 +41,14 @@ def load_audio(path: str, sampling_rate: int) -> np.ndarray:
 
 def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
     """Writes mono audio atomically (temporary file in the same folder, then rename)."""
+    with atomic_file(path, ".wav") as tmp:
+        write_wav(tmp, audio, sampling_rate, subtype)
+
+
+def write_wav(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
+    """Writes mono audio to ``path`` as it is (callers give a temporary path: see write_audio, AllOrNothing)."""
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    with atomic_file(path, ".wav") as tmp:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
-                 subtype=subtype, format="WAV")
+    sf.write(path, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
+             subtype=subtype, format="WAV")
