@@ -79,3 +79,64 @@ def test_bad_input(tmp_path):
     json.dump(cfg, open(tmp_path / "empty.json", "w"))
     assert_user_error(train_cli(tmp_path / "empty.json"), "file list is empty")
     assert not (tmp_path / "run").exists()  # nothing written by any of these
+
+
+def test_set_overrides_and_provenance(tmp_path):
+    """--set changes the config (dotted keys, JSON values, type checked); the run folder records provenance
+    (versions, git commit, resolved config) in provenance.json and as TensorBoard text."""
+    import glob
+
+    import jax
+
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.json", wavs, str(run), training_steps=50)
+    proc = train_cli(cfg, "--set", "train.training_steps=2", "--set", "learning_rate=2e-4",
+                     "--set", "train.checkpoint_interval=100", "--set", "train.export_at_end=false")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 steps done" in proc.stdout, proc.stdout
+    assert [json.loads(l)["step"] for l in open(run / "metrics.jsonl")] == [1, 2]
+    assert not (run / "export").exists()
+    prov = json.load(open(run / "provenance.json"))
+    assert prov["versions"]["jax"] == jax.__version__
+    assert set(prov["versions"]) == {"jaxvoc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"}
+    assert all(prov["versions"].values()), prov["versions"]
+    assert prov["config"]["learning_rate"] == 2e-4 and prov["config"]["train"]["training_steps"] == 2
+    assert prov["train_settings"]["checkpoint_interval"] == 100
+    assert prov["overrides"][0] == "train.training_steps=2"
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert prov["git"]["commit"] == head.stdout.strip()
+    events = glob.glob(str(run / "logs" / "events.out.tfevents.*"))
+    assert events
+    blob = b"".join(open(e, "rb").read() for e in events)
+    assert b"provenance" in blob and jax.__version__.encode() in blob
+
+
+def test_set_refused_by_name(tmp_path):
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    cfg = write_config(tmp_path / "c.json", wavs, str(tmp_path / "run"))
+    assert_user_error(train_cli(cfg, "--set", "learning_rat=1e-4"), "unknown key 'learning_rat'", "learning_rate")
+    assert_user_error(train_cli(cfg, "--set", "train.validation_intervall=5"), "unknown key", "validation_interval")
+    assert_user_error(train_cli(cfg, "--set", "train.validation_interval=often"), "is an integer", "got a string")
+    assert_user_error(train_cli(cfg, "--set", "batch_size=2.5"), "batch_size is an integer", "got a number")
+    assert_user_error(train_cli(cfg, "--set", "upsample_rates=8"), "is a list")
+    assert_user_error(train_cli(cfg, "--set", "learning_rate"), "KEY=VALUE")
+    assert_user_error(train_cli(cfg, "--set", "train.compute_dtype=\"bfloat16\""), "compute_dtype", "bigvgan",
+                      "float32")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_tensorboardx_is_one_warning(tmp_path):
+    from conftest import absent_packages_env
+
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.json", wavs, str(run), training_steps=1, export_at_end=False)
+    proc = train_cli(cfg, env=absent_packages_env(tmp_path / "site", "tensorboardX", base=cli_env()))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [l for l in proc.stderr.splitlines() if "tensorboardX" in l]
+    assert len(warnings) == 1 and warnings[0].startswith("jaxvoc: warning: tensorboardX is not installed"), \
+        proc.stderr
+    assert "pip install tensorboardX" in warnings[0]
+    assert not (run / "logs").exists() and (run / "metrics.jsonl").exists()
