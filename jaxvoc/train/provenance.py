@@ -18,16 +18,14 @@ def versions() -> dict[str, str | None]:
     """Installed version of each of PACKAGES (None when not installed as a distribution)."""
     from importlib import metadata
 
-    out = {}
-    for name in PACKAGES:
+    import jaxvoc
+
+    out = {"jaxvoc": jaxvoc.__version__}  # the source that runs (an installed distribution may be another tree)
+    for name in PACKAGES[1:]:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    if out["jaxvoc"] is None:
-        import jaxvoc
-
-        out["jaxvoc"] = jaxvoc.__version__
     return out
 
 
