@@ -386,3 +386,10 @@ def test_all_or_nothing_unit(tmp_path):
         for n in ("x", "y"):
             open(w.stage(str(out / f"{n}.txt")), "w").write(n)
     assert sorted(os.listdir(out)) == ["x.txt", "y.txt"]
+
+
+def test_compare_report_below_a_file_fails_before_running(official_dir, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("compare", "bigvgan", official_dir, "--report", tmp_path / "afile" / "r.json")
+    assert_user_error(proc, "a file is in the way", "afile")
+    assert "max abs error" not in proc.stdout  # refused before either model ran
