@@ -125,6 +125,8 @@ def test_set_refused_by_name(tmp_path):
     assert_user_error(train_cli(cfg, "--set", "train.compute_dtype=\"bfloat16\""), "compute_dtype", "bigvgan",
                       "float32")
     assert not (tmp_path / "run").exists()
+    (tmp_path / "afile").write_text("x")
+    assert_user_error(train_cli(cfg, "--run-dir", tmp_path / "afile" / "run"), "not a folder", "afile")
 
 
 def test_missing_tensorboardx_is_one_warning(tmp_path):

@@ -46,6 +46,9 @@ def run(args) -> int:
     check_start(args.init, args.resume, cfg.kind)
     if args.run_dir:
         cfg.run_dir = os.path.abspath(args.run_dir)
+    from jaxvoc.io.atomic import check_writable_dir
+
+    check_writable_dir(cfg.run_dir)  # a run folder below a file, or unwritable: one line before any compiling
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from jaxvoc.train.loop import train
 
