@@ -68,16 +68,13 @@ def setup_warnings() -> None:
     Filtered, by the module that raises them, only third-party chatter the user cannot act on:
     * torch.nn.utils.weight_norm: FutureWarning "weight_norm is deprecated" raised when the official BigVGAN
       and WaveGlow code (compare, the demo) builds its models; it concerns the official packages' source.
-    * torch.serialization: FutureWarning about torch.load's weights_only default; jaxvoc always passes
-      weights_only=True itself (conversion/common.py), the message concerns other callers.
-    * jax._src.xla_bridge: UserWarning on CPU-only machines that no GPU/TPU backend was found; jaxvoc says
-      which device it runs on where it matters (compare --device).
+    * torch.jit._script: DeprecationWarning "torch.jit.script is deprecated", raised while NeMo (convert /
+      compare codec) imports its modules, which script functions at import time; it concerns NeMo's source.
     """
     warnings.resetwarnings()  # PYTHONWARNINGS=ignore or a library's blanket filter would silence jaxvoc's own
     warnings.simplefilter("once")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.nn\.utils\.weight_norm")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.serialization")
-    warnings.filterwarnings("ignore", message=r".*No GPU/TPU found", module=r"jax\._src\.xla_bridge")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit\._script")
     warnings.showwarning = _show_warning
 
 
