@@ -142,3 +142,27 @@ def test_missing_tensorboardx_is_one_warning(tmp_path):
         proc.stderr
     assert "pip install tensorboardX" in warnings[0]
     assert not (run / "logs").exists() and (run / "metrics.jsonl").exists()
+
+
+def test_set_values_and_nested_sections():
+    """apply_overrides alone (no process): JSON values, an integer for a float, text for a string setting,
+    nested WaveGlow sections, a train setting the file leaves at its default; the file's dict is not changed."""
+    import pytest
+
+    from jaxvoc.errors import UserError
+    from jaxvoc.train.config import apply_overrides
+
+    raw = {"learning_rate": 1e-3, "fmax": None, "upsample_rates": [8, 8],
+           "train_config": {"sigma": 1.0, "fp16_run": True, "output_directory": "out"}, "train": {}}
+    got = apply_overrides(raw, ["learning_rate=1", "fmax=8000", "upsample_rates=[4, 4, 4]",
+                                "train_config.sigma=0.8", "train_config.fp16_run=false",
+                                "train_config.output_directory=12", "train.keep_checkpoints=2"], "c.json")
+    assert got["learning_rate"] == 1.0 and isinstance(got["learning_rate"], float)
+    assert got["fmax"] == 8000 and got["upsample_rates"] == [4, 4, 4]
+    assert got["train_config"] == {"sigma": 0.8, "fp16_run": False, "output_directory": "12"}
+    assert got["train"] == {"keep_checkpoints": 2} and raw["train"] == {} and raw["learning_rate"] == 1e-3
+    for bad, needle in (("train_config.fp16_run=1", "is a boolean"), ("train_config.sigmaa=1", "did you mean sigma"),
+                        ("train_config=1", "is a section"), ("nope.x=1", "'nope' is not a section"),
+                        ("=1", "KEY=VALUE")):
+        with pytest.raises(UserError, match=needle):
+            apply_overrides(raw, [bad], "c.json")
