@@ -86,8 +86,8 @@ def with_checkpoint_taps(config: BigVGANConfig, sd: dict[str, Any], source: str)
 def convert(src: str, config: str | None = None) -> common.Converted:
     """(config dict, weight-normed params, extra) of an official BigVGAN folder (``config``: a config.json
     to use instead of the one in the folder). When the discriminator/optimizer file train.py writes beside
-    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), extra holds the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file
-    holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
+    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), extra holds
+    the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
     :func:`convert_discriminator_file`)."""
     cfg, params, sd, gen_path = convert_generator(src, config)
     d_path = discriminator_path(gen_path)

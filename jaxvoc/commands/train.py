@@ -1,4 +1,5 @@
-"""jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow) from a config file.
+"""jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow)
+from a config file.
 
 CONFIG is an official config.json with a "train" section (see experiments/training/configs/ and docs/training.md).
 The run folder (train.checkpoint_path) receives checkpoints/, logs/ (TensorBoard), metrics.jsonl,
