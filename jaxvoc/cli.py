@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Every warning as one line on stderr: ``jaxvoc: warning: <first line of the message>``."""
+    """Every warning as one line on stderr: ``jaxvoc: warning: <message, line breaks folded>``."""
     text = " ".join(str(message).split())
     print(f"jaxvoc: warning: {text}", file=file or sys.stderr)
 
