@@ -322,7 +322,8 @@ def test_synth_all_or_nothing_when_the_last_rename_fails(ckpt, tmp_path):
 
 
 def test_synth_full_disk_and_out_of_memory_are_one_line(ckpt, tmp_path, monkeypatch, capsys):
-    """ENOSPC while writing the second output (simulated: a real full disk cannot be made reliably here),
+    """ENOSPC while writing the second output (simulated in process, so that it runs without mount rights;
+    test_synth_real_full_disk uses a real one),
     MemoryError and XLA's RESOURCE_EXHAUSTED: one line, exit 2, no output."""
     import errno
 
@@ -393,3 +394,22 @@ def test_compare_report_below_a_file_fails_before_running(official_dir, tmp_path
     proc = run_cli("compare", "bigvgan", official_dir, "--report", tmp_path / "afile" / "r.json")
     assert_user_error(proc, "a file is in the way", "afile")
     assert "max abs error" not in proc.stdout  # refused before either model ran
+
+
+def test_synth_real_full_disk(ckpt, tmp_path):
+    """A real full disk: a 16 KiB tmpfs (needs root and mount rights; skipped otherwise). Found that libsndfile
+    reported ENOSPC as "System error." (a traceback) until write_wav wrote through Python."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mount not permitted here")
+    try:
+        proc = run_cli("synth", ckpt, *_three_mels(tmp_path), "-o", mnt / "out")
+        assert_user_error(proc, "No space left on device", str(mnt / "out"), "free some space")
+        assert os.listdir(mnt) == []  # no output, no temporary, not even the folder
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from jaxvoc.io.atomic import AllOrNothing
+from jaxvoc.io.atomic import AllOrNothing, naming
 from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
 from jaxvoc.errors import UserError
 from jaxvoc.io.batching import plan_batches
@@ -35,7 +35,7 @@ def add_arguments(p):
 
 def write_npz(path: str, **arrays) -> None:
     """np.savez to exactly ``path`` (np.savez given a name would append .npz to a temporary name)."""
-    with open(path, "wb") as f:
+    with naming(path), open(path, "wb") as f:
         np.savez(f, **arrays)
 
 

@@ -150,6 +150,18 @@ class AllOrNothing:
             self._remove_created()
 
 
+@contextlib.contextmanager
+def naming(path: str) -> Iterator[None]:
+    """An OSError without a file name (a full disk seen by f.write) gets the folder of ``path``: the one line
+    the CLI prints then says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, os.path.dirname(os.path.abspath(path))) from None
+        raise
+
+
 def check_writable_dir(path: str) -> None:
     """Raises the OSError that writing into folder ``path`` would raise (a file in the way: ENOTDIR or
     EEXIST; no write permission: EACCES), without creating it."""

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from jaxvoc.errors import UserError, warn
-from jaxvoc.io.atomic import atomic_file
+from jaxvoc.io.atomic import atomic_file, naming
 
 # A short English sentence at 24 kHz shipped with the package: the default input of `jaxvoc compare`.
 BUNDLED_SPEECH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "speech_24000.wav")
@@ -46,9 +46,18 @@ def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str =
 
 
 def write_wav(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
-    """Writes mono audio to ``path`` as it is (callers give a temporary path: see write_audio, AllOrNothing)."""
+    """Writes mono audio to ``path`` as it is (callers give a temporary path: see write_audio, AllOrNothing).
+
+    The wav is encoded in memory and written by Python: libsndfile writing to the file itself reports a full
+    disk as "System error." (LibsndfileError), Python raises OSError(ENOSPC), which the CLI turns into one
+    line."""
+    import io
+
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    sf.write(path, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
              subtype=subtype, format="WAV")
+    with naming(path), open(path, "wb") as f:
+        f.write(buf.getbuffer())
