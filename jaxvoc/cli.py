@@ -92,6 +92,20 @@ def _os_error_line(e: OSError) -> str:
     return f"{what}: {where}; {fix}" if where else f"{what}; {fix}"
 
 
+def _storage_error(e: BaseException) -> OSError | None:
+    """The OSError inside a tensorstore (Orbax) error, which arrives as a ValueError whose text carries
+    ``os_error_code='28'`` (a full disk while saving a checkpoint) and the path, or None."""
+    m = re.search(r"os_error_code='(\d+)'", str(e))
+    if m is None:
+        return None
+    code = int(m.group(1))
+    path = re.search(r'(?:Failed writing|Error writing local file|Error opening local file): "([^"]+)"', str(e))
+    where = None
+    if path:  # name the folder the output goes to, not Orbax's temporaries inside jaxvoc's own temporary
+        where = re.sub(r"/\.tmp-[^/]*(/.*)?$", "", os.path.dirname(path.group(1)))
+    return OSError(code, os.strerror(code), where)
+
+
 def _resource_exhausted(e: BaseException) -> bool:
     return type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(e)
 
@@ -113,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         print("jaxvoc: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
+        storage = _storage_error(e)
+        if storage is not None:
+            print(f"jaxvoc: error: {_os_error_line(storage)}", file=sys.stderr)
+            return 2
         if not _resource_exhausted(e):
             raise
         first = " ".join(str(e).split())[:200]

@@ -30,7 +30,7 @@ def run(args) -> int:
     from conversion import report as rp
 
     mod = converter_module(args.kind)
-    from jaxvoc.io.atomic import AllOrNothing, check_writable_dir
+    from jaxvoc.io.atomic import AllOrNothing, check_writable_dir, naming
 
     report_path = args.report or f"compare_{args.kind}.json"
     png_path = args.png or os.path.splitext(report_path)[0] + ".png"
@@ -53,7 +53,7 @@ def run(args) -> int:
         rp.print_table(rows, f"{args.kind}: official PyTorch vs jaxvoc ({args.device})")
         results.append(res)
     last = results[-1]
-    with AllOrNothing() as outputs:  # the report and the plot together, or neither
+    with naming(report_path), AllOrNothing() as outputs:  # the report and the plot together, or neither
         rp.spectrogram_png(outputs.stage(png_path, ".png"), last["reference"], last["jax"], last["mel_config"],
                            last["title"])
         rp.write_json(outputs.stage(report_path, ".json"),
