@@ -86,9 +86,20 @@ def with_checkpoint_taps(config: BigVGANConfig, sd: dict[str, Any], source: str)
 def convert(src: str, config: str | None = None) -> common.Converted:
     """(config dict, weight-normed params, extra) of an official BigVGAN folder (``config``: a config.json
     to use instead of the one in the folder). When the discriminator/optimizer file train.py writes beside
-    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), extra holds the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file
-    holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
+    the generator is there (``bigvgan_discriminator_optimizer.pt``, or ``do_N`` beside ``g_N``), extra holds
+    the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
     :func:`convert_discriminator_file`)."""
+    cfg, params, sd, gen_path = convert_generator(src, config)
+    d_path = discriminator_path(gen_path)
+    if d_path is None:
+        return common.Converted(cfg.to_dict(), params, {})
+    extra = convert_discriminator_file(d_path, cfg, generator_state_dict=sd)
+    return common.Converted(cfg.to_dict(), params, extra)
+
+
+def convert_generator(src: str, config: str | None = None) -> tuple[BigVGANConfig, dict, dict, str]:
+    """The generator alone: (config, params, torch state dict, generator file) of an official folder or .pt;
+    a discriminator/optimizer file beside it is not read (compare and the demo need only the generator)."""
     if config is not None and os.path.isfile(src):
         config_path, gen_path = config, src
     else:
@@ -97,12 +108,7 @@ def convert(src: str, config: str | None = None) -> common.Converted:
     cfg = BigVGANConfig.from_json(config_path)
     sd = _generator_state_dict(gen_path)
     params = convert_state_dict(sd, cfg, gen_path)
-    cfg = with_checkpoint_taps(cfg, sd, gen_path)
-    d_path = discriminator_path(gen_path)
-    if d_path is None:
-        return common.Converted(cfg.to_dict(), params, {})
-    extra = convert_discriminator_file(d_path, cfg, generator_state_dict=sd)
-    return common.Converted(cfg.to_dict(), params, extra)
+    return with_checkpoint_taps(cfg, sd, gen_path), params, sd, gen_path
 
 
 def _generator_state_dict(gen_path: str) -> dict:
@@ -369,12 +375,12 @@ def compare(args) -> dict:
     from jaxvoc.models.bigvgan import Pretrained
 
     tdev, jdev = rp.setup_device(args.device)
-    config, params = convert(args.src, getattr(args, "config", None))
-    cfg = BigVGANConfig.from_dict(config)
+    # the generator only: a bigvgan_discriminator_optimizer.pt beside it (as NVIDIA publishes) is not needed
+    cfg, params, sd, _ = convert_generator(args.src, getattr(args, "config", None))
+    config = cfg.to_dict()
     audio = load_audio(args.input or BUNDLED_SPEECH, cfg.sampling_rate)
     mel = official_mel(audio, config)  # the official front-end feeds both models
-    _, gen_path = locate(args.src) if not getattr(args, "config", None) else (None, args.src)
-    model = official_model(config, common.load_torch_file(gen_path).get("generator"))
+    model = official_model(config, sd)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Removing weight norm..."
         model.remove_weight_norm()
     model = model.to(tdev)

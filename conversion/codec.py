@@ -302,6 +302,9 @@ def _quiet_nemo() -> None:
     from nemo.utils import logging as nemo_logging
 
     nemo_logging.setLevel(_logging.ERROR)
+    # NeMo routes Python warnings into its logger (now at ERROR: every warning would vanish); give them back to
+    # the previous handler (jaxvoc's one line each, see jaxvoc/cli.py)
+    nemo_logging.captureWarnings(False)
 
 
 def randomize_(model, seed: int) -> None:

@@ -8,8 +8,10 @@ runs (``run(args)``), so a new model plugs in without touching the others.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import re
 import sys
 import warnings
 
@@ -31,32 +33,110 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def plain(text: str) -> str:
+    """A docstring as --help text: reStructuredText roles (:func:`x`) and literals (``x``, `x`) as plain x."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"``?([^`]+)``?", r"\1", text).strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="jaxvoc", description=" ".join(__doc__.split("\n\n")[0].split()))
+    from jaxvoc import __version__
+
+    p = _Parser(prog="jaxvoc", description=plain(__doc__.split("\n\n")[0]),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"jaxvoc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (mod, help_) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, description=help_)
+        module = importlib.import_module(mod)
+        sp = sub.add_parser(name, help=help_, description=plain(module.__doc__ or help_),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(_module=mod)
-        importlib.import_module(mod).add_arguments(sp)
+        module.add_arguments(sp)
     return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every warning as one line on stderr: ``jaxvoc: warning: <message, line breaks folded>``."""
+    text = " ".join(str(message).split())
+    print(f"jaxvoc: warning: {text}", file=file or sys.stderr)
+
+
+def setup_warnings() -> None:
+    """Warnings reach stderr, once each (the "once" action: the first time a message is seen), one line each.
+
+    Filtered, by the module that raises them, only third-party chatter the user cannot act on:
+    * torch.nn.utils.weight_norm: FutureWarning "weight_norm is deprecated" raised when the official BigVGAN
+      and WaveGlow code (compare, the demo) builds its models; it concerns the official packages' source.
+    * torch.jit._script: DeprecationWarning "torch.jit.script is deprecated", raised while NeMo (convert /
+      compare codec) imports its modules, which script functions at import time; it concerns NeMo's source.
+    """
+    warnings.resetwarnings()  # PYTHONWARNINGS=ignore or a library's blanket filter would silence jaxvoc's own
+    warnings.simplefilter("once")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.nn\.utils\.weight_norm")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit\._script")
+    warnings.showwarning = _show_warning
+
+
+def _os_error_line(e: OSError) -> str:
+    """An OSError (permission, full disk, a file where a folder should be) as one actionable line."""
+    where = e.filename if e.filename is not None else ""
+    what = e.strerror or str(e)
+    fix = {errno.ENOSPC: "free some space or write to another disk",
+           errno.EDQUOT: "free some space or write to another disk",
+           errno.EACCES: "choose a writable output path", errno.EPERM: "choose a writable output path",
+           errno.EROFS: "choose a writable output path",
+           errno.ENOTDIR: "choose another output path", errno.EEXIST: "remove it or choose another output path",
+           errno.EISDIR: "a folder is in the way of an output file; remove it or choose another output path",
+           errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk")
+    return f"{what}: {where}; {fix}" if where else f"{what}; {fix}"
+
+
+def _storage_error(e: BaseException) -> OSError | None:
+    """The OSError inside a tensorstore (Orbax) error, which arrives as a ValueError whose text carries
+    ``os_error_code='28'`` (a full disk while saving a checkpoint) and the path, or None."""
+    m = re.search(r"os_error_code='(\d+)'", str(e))
+    if m is None:
+        return None
+    code = int(m.group(1))
+    path = re.search(r'(?:Failed writing|Error writing local file|Error opening local file): "([^"]+)"', str(e))
+    where = None
+    if path:  # name the folder the output goes to, not Orbax's temporaries inside jaxvoc's own temporary
+        where = re.sub(r"/\.tmp-[^/]*(/.*)?$", "", os.path.dirname(path.group(1)))
+    return OSError(code, os.strerror(code), where)
+
+
+def _resource_exhausted(e: BaseException) -> bool:
+    return type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(e)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"jaxvoc: warning: {msg}\n"
-    for category in (FutureWarning, DeprecationWarning, UserWarning):  # library chatter, not user advice
-        warnings.filterwarnings("ignore", category=category)
+    setup_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return importlib.import_module(args._module).run(args) or 0
     except UserError as e:
         print(f"jaxvoc: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        print(f"jaxvoc: error: {_os_error_line(e)}", file=sys.stderr)
+    except MemoryError:
+        print("jaxvoc: error: out of memory; lower --batch-size or give shorter inputs", file=sys.stderr)
     except KeyboardInterrupt:
         print("jaxvoc: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        storage = _storage_error(e)
+        if storage is not None:
+            print(f"jaxvoc: error: {_os_error_line(storage)}", file=sys.stderr)
+            return 2
+        if not _resource_exhausted(e):
+            raise
+        first = " ".join(str(e).split())[:200]
+        print(f"jaxvoc: error: the accelerator ran out of memory ({first}); lower --batch-size or give shorter "
+              "inputs", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -45,8 +45,22 @@ def converter_module(kind: str):
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise UserError(f"conversion needs the official PyTorch packages ({e.name} is missing); "
-                        "install with `pip install jaxvoc[conversion]` or `make venv`") from None
+        raise missing_package(e) from None
+
+
+# the official PyTorch side that conversion/ imports (lazily, inside convert and compare)
+OFFICIAL_PACKAGES = ("torch", "torchaudio", "bigvgan", "waveglow", "tacotron2", "nemo")
+
+
+def is_missing_official(e: ImportError) -> bool:
+    return (e.name or "").split(".")[0] in OFFICIAL_PACKAGES
+
+
+def missing_package(e: ImportError) -> UserError:
+    """The one line for an official package (torch, bigvgan, waveglow, nemo) that a converter could not import
+    (at load time or lazily, inside convert / compare)."""
+    return UserError(f"conversion needs the official PyTorch packages ({e.name or e} is missing); "
+                     "install them with `pip install jaxvoc[conversion]` or `make venv`")
 
 
 def trainer_module(kind: str):

@@ -56,3 +56,35 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
 def _quiet_torch_threads():
     """Both frameworks share the 2 cores of CI; torch keeps its default thread count."""
     yield
+
+
+_BLOCKER = '''"""Written by tests/conftest.py: the packages named in JAXVOC_TEST_ABSENT cannot be imported, exactly as
+if they were not installed (ModuleNotFoundError with .name set)."""
+import os
+import sys
+
+_ABSENT = set(filter(None, os.environ.get("JAXVOC_TEST_ABSENT", "").split(",")))
+
+
+class _Absent:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] in _ABSENT:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Absent)
+'''
+
+
+def absent_packages_env(folder, *names: str, base: dict | None = None) -> dict:
+    """An environment for a CLI subprocess in which the packages ``names`` are missing: a sitecustomize.py in
+    ``folder`` (first on PYTHONPATH, before this tree) refuses their import as an uninstalled package would."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "sitecustomize.py"), "w") as f:
+        f.write(_BLOCKER)
+    env = dict(base or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), REPO] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["JAXVOC_TEST_ABSENT"] = ",".join(names)
+    return env

@@ -146,7 +146,7 @@ def small_config() -> dict:
 def test_both_weight_norm_key_styles_convert_to_the_same_params(tmp_path, parametrizations):
     a = cb.write_official_folder(str(tmp_path / "a"), small_config(), seed=3, parametrizations=False)
     b = cb.write_official_folder(str(tmp_path / "b"), small_config(), seed=3, parametrizations=parametrizations)
-    pa, pb = cb.convert(a)[1], cb.convert(b)[1]
+    pa, pb = cb.convert(a).params, cb.convert(b).params
     import jax
 
     for x, y in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):

@@ -251,3 +251,165 @@ def test_jaxvoc_never_imports_torch():
 def _save(path, arr):
     np.save(path, arr)
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# issue #11: --version, plain --help, warnings, OS errors, all-or-nothing outputs, missing packages
+
+
+def test_version_and_help_without_markup():
+    import jaxvoc
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"jaxvoc {jaxvoc.__version__}" == "jaxvoc 0.1.0"
+    for cmd in ([], ["convert"], ["synth"], ["compare"], ["train"], ["encode"], ["decode"]):
+        proc = run_cli(*cmd, "--help")
+        assert proc.returncode == 0, proc.stderr
+        assert "``" not in proc.stdout and ":func:" not in proc.stdout and "`" not in proc.stdout.replace(
+            "`pip", "").replace("`make", ""), proc.stdout
+    enc = run_cli("encode", "--help").stdout
+    assert "Each .npz holds tokens (int32" in enc  # the module docstring, plain
+
+
+def test_warnings_reach_stderr_once_as_one_line():
+    """Even under PYTHONWARNINGS=ignore (as the tests run the CLI), a warning reaches stderr once, one line;
+    the filtered third-party chatter does not."""
+    code = ("from jaxvoc import cli; cli.setup_warnings(); import warnings\n"
+            "for _ in range(3): warnings.warn('first line\\n  second line', UserWarning)\n"
+            "warnings.warn('old API', DeprecationWarning)\n"
+            "import torch; torch.nn.utils.weight_norm(torch.nn.Conv1d(1, 1, 3))\n")
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["jaxvoc: warning: first line second line", "jaxvoc: warning: old API"]
+
+
+def test_bad_mel_layout_is_a_named_value_error(ckpt):
+    import jaxvoc
+    from jaxvoc.errors import UserError
+
+    model = jaxvoc.load(ckpt)
+    with pytest.raises(ValueError, match=r"expected \[B, frames, n_mels\].*official PyTorch layout") as e:
+        model(np.zeros((1, SMALL["num_mels"], 20), np.float32))
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)
+
+
+def test_bad_output_path_below_a_file(ckpt, tmp_path):
+    np.save(tmp_path / "m.npy", np.zeros((100, 20), np.float32))
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("synth", ckpt, tmp_path / "m.npy", "-o", tmp_path / "afile" / "sub")
+    assert_user_error(proc, "not a folder", "afile", "choose another output path")
+    proc = run_cli("synth", ckpt, tmp_path / "m.npy", "-o", tmp_path / "afile")
+    assert_user_error(proc, "a file is in the way", "afile")
+
+
+def _three_mels(tmp_path):
+    for name in ("a", "b", "c"):
+        np.save(tmp_path / f"{name}.npy", np.random.default_rng(0).normal(-6, 2, (100, 20)).astype(np.float32))
+    return [tmp_path / f"{n}.npy" for n in ("a", "b", "c")]
+
+
+def test_synth_all_or_nothing_when_the_last_rename_fails(ckpt, tmp_path):
+    """The last output's target is a folder, so its rename fails after the others succeeded: they are rolled
+    back (a new file removed, an earlier file restored), no temporary remains, one line names the target."""
+    out = tmp_path / "out"
+    (out / "c.wav").mkdir(parents=True)
+    (out / "b.wav").write_bytes(b"earlier")
+    proc = run_cli("synth", ckpt, *_three_mels(tmp_path), "-o", out)
+    assert_user_error(proc, "is a directory", "c.wav", "a folder is in the way")
+    assert sorted(os.listdir(out)) == ["b.wav", "c.wav"]
+    assert (out / "b.wav").read_bytes() == b"earlier"
+
+
+def test_synth_full_disk_and_out_of_memory_are_one_line(ckpt, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the second output (simulated in process, so that it runs without mount rights;
+    test_synth_real_full_disk uses a real one),
+    MemoryError and XLA's RESOURCE_EXHAUSTED: one line, exit 2, no output."""
+    import errno
+
+    import jax
+
+    from jaxvoc import cli
+    from jaxvoc.io import audio
+    from jaxvoc.models import vocoder
+
+    real, calls = audio.write_wav, []
+
+    def full_disk(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real(path, *a, **k)
+
+    mels = _three_mels(tmp_path)
+    monkeypatch.setattr(audio, "write_wav", full_disk)
+    assert cli.main(["synth", str(ckpt), *map(str, mels), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxvoc: error: No space left on device") and "free some space" in err[0]
+    assert not os.path.exists(tmp_path / "out")  # created for the run, removed with its temporaries
+    monkeypatch.setattr(audio, "write_wav", real)
+
+    for exc, needle in ((MemoryError(), "out of memory"),
+                        (jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9.0GiB"),
+                         "accelerator ran out of memory")):
+        def boom(self, *a, **k):
+            raise exc
+
+        monkeypatch.setattr(vocoder.Vocoder, "vocode", boom)
+        assert cli.main(["synth", str(ckpt), str(mels[0]), "-o", str(tmp_path / "out2")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and "--batch-size" in err[0], err
+        assert not os.path.exists(tmp_path / "out2")
+
+
+def test_compare_without_the_official_package_is_one_line(official_dir, tmp_path):
+    from conftest import absent_packages_env
+
+    env = absent_packages_env(tmp_path / "site", "bigvgan")
+    env["PYTHONWARNINGS"] = "ignore"
+    proc = subprocess.run([sys.executable, "-m", "jaxvoc.cli", "compare", "bigvgan", official_dir, "--report",
+                           str(tmp_path / "r.json")], capture_output=True, text=True, cwd=REPO, env=env)
+    assert_user_error(proc, "bigvgan is missing", "pip install jaxvoc[conversion]")
+    assert not os.path.exists(tmp_path / "r.json") and not os.path.exists(tmp_path / "r.png")
+
+
+def test_all_or_nothing_unit(tmp_path):
+    """AllOrNothing (synth, encode, decode): an exception inside the block leaves nothing; success renames all."""
+    from jaxvoc.io.atomic import AllOrNothing
+
+    out = tmp_path / "new" / "deeper"
+    with pytest.raises(RuntimeError):
+        with AllOrNothing(str(out)) as w:
+            open(w.stage(str(out / "x.txt")), "w").write("x")
+            raise RuntimeError("failed half-way")
+    assert not (tmp_path / "new").exists()
+    with AllOrNothing(str(out)) as w:
+        for n in ("x", "y"):
+            open(w.stage(str(out / f"{n}.txt")), "w").write(n)
+    assert sorted(os.listdir(out)) == ["x.txt", "y.txt"]
+
+
+def test_compare_report_below_a_file_fails_before_running(official_dir, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = run_cli("compare", "bigvgan", official_dir, "--report", tmp_path / "afile" / "r.json")
+    assert_user_error(proc, "a file is in the way", "afile")
+    assert "max abs error" not in proc.stdout  # refused before either model ran
+
+
+def test_synth_real_full_disk(ckpt, tmp_path):
+    """A real full disk: a 16 KiB tmpfs (needs root and mount rights; skipped otherwise). Found that libsndfile
+    reported ENOSPC as "System error." (a traceback) until write_wav wrote through Python."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mount not permitted here")
+    try:
+        proc = run_cli("synth", ckpt, *_three_mels(tmp_path), "-o", mnt / "out")
+        assert_user_error(proc, "No space left on device", str(mnt / "out"), "free some space")
+        assert os.listdir(mnt) == []  # no output, no temporary, not even the folder
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -509,3 +509,28 @@ def test_convert_bad_archives(small, tmp_path):
     bad(_archive_variant(path, str(tmp_path / "extra_arg.nemo"),
                          config=lambda t: t.replace("activation: lrelu", "activation: lrelu\n  frobnicate: 3", 1)),
         "frobnicate")
+
+
+def test_cli_encode_decode_all_or_nothing(small, tmp_path):
+    """encode and decode write every output or none: the last target is a folder, so its rename fails and the
+    outputs renamed before it are removed again; one line names the target."""
+    import soundfile as sf
+
+    path, _, config, params, _, _ = small
+    ck = tmp_path / "ck"
+    checkpoint.save(str(ck), "codec", config, params)
+    wavs = []
+    for name in ("a", "b"):
+        wavs.append(tmp_path / f"{name}.wav")
+        sf.write(wavs[-1], speech(22050)[:70000], 22050)
+    out = tmp_path / "tok"
+    (out / "b.npz").mkdir(parents=True)
+    assert_user_error(cli("encode", ck, *wavs, "-o", out), "is a directory", "b.npz")
+    assert os.listdir(out) == ["b.npz"]
+    (out / "b.npz").rmdir()
+    proc = cli("encode", ck, *wavs, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    wav = tmp_path / "wav"
+    (wav / "b.wav").mkdir(parents=True)
+    assert_user_error(cli("decode", ck, out / "a.npz", out / "b.npz", "-o", wav), "is a directory", "b.wav")
+    assert os.listdir(wav) == ["b.wav"]

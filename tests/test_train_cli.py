@@ -79,3 +79,90 @@ def test_bad_input(tmp_path):
     json.dump(cfg, open(tmp_path / "empty.json", "w"))
     assert_user_error(train_cli(tmp_path / "empty.json"), "file list is empty")
     assert not (tmp_path / "run").exists()  # nothing written by any of these
+
+
+def test_set_overrides_and_provenance(tmp_path):
+    """--set changes the config (dotted keys, JSON values, type checked); the run folder records provenance
+    (versions, git commit, resolved config) in provenance.json and as TensorBoard text."""
+    import glob
+
+    import jax
+
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.json", wavs, str(run), training_steps=50)
+    proc = train_cli(cfg, "--set", "train.training_steps=2", "--set", "learning_rate=2e-4",
+                     "--set", "train.checkpoint_interval=100", "--set", "train.export_at_end=false")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 steps done" in proc.stdout, proc.stdout
+    assert [json.loads(l)["step"] for l in open(run / "metrics.jsonl")] == [1, 2]
+    assert not (run / "export").exists()
+    prov = json.load(open(run / "provenance.json"))
+    assert prov["versions"]["jax"] == jax.__version__
+    assert set(prov["versions"]) == {"jaxvoc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint"}
+    assert all(prov["versions"].values()), prov["versions"]
+    assert prov["config"]["learning_rate"] == 2e-4 and prov["config"]["train"]["training_steps"] == 2
+    assert prov["train_settings"]["checkpoint_interval"] == 100
+    assert prov["overrides"][0] == "train.training_steps=2"
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert prov["git"]["commit"] == head.stdout.strip()
+    events = glob.glob(str(run / "logs" / "events.out.tfevents.*"))
+    assert events
+    blob = b"".join(open(e, "rb").read() for e in events)
+    assert b"provenance" in blob and jax.__version__.encode() in blob
+
+
+def test_set_refused_by_name(tmp_path):
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    cfg = write_config(tmp_path / "c.json", wavs, str(tmp_path / "run"))
+    assert_user_error(train_cli(cfg, "--set", "learning_rat=1e-4"), "unknown key 'learning_rat'", "learning_rate")
+    assert_user_error(train_cli(cfg, "--set", "train.validation_intervall=5"), "unknown key", "validation_interval")
+    assert_user_error(train_cli(cfg, "--set", "train.validation_interval=often"), "is an integer", "got a string")
+    assert_user_error(train_cli(cfg, "--set", "batch_size=2.5"), "batch_size is an integer", "got a number")
+    assert_user_error(train_cli(cfg, "--set", "upsample_rates=8"), "is a list")
+    assert_user_error(train_cli(cfg, "--set", "learning_rate"), "KEY=VALUE")
+    assert_user_error(train_cli(cfg, "--set", "train.compute_dtype=\"bfloat16\""), "compute_dtype", "bigvgan",
+                      "float32")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "afile").write_text("x")
+    assert_user_error(train_cli(cfg, "--run-dir", tmp_path / "afile" / "run"), "not a folder", "afile")
+
+
+def test_missing_tensorboardx_is_one_warning(tmp_path):
+    from conftest import absent_packages_env
+
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.json", wavs, str(run), training_steps=1, export_at_end=False)
+    proc = train_cli(cfg, env=absent_packages_env(tmp_path / "site", "tensorboardX", base=cli_env()))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [l for l in proc.stderr.splitlines() if "tensorboardX" in l]
+    assert len(warnings) == 1 and warnings[0].startswith("jaxvoc: warning: tensorboardX is not installed"), \
+        proc.stderr
+    assert "pip install tensorboardX" in warnings[0]
+    assert not (run / "logs").exists() and (run / "metrics.jsonl").exists()
+
+
+def test_set_values_and_nested_sections():
+    """apply_overrides alone (no process): JSON values, an integer for a float, text for a string setting,
+    nested WaveGlow sections, a train setting the file leaves at its default; the file's dict is not changed."""
+    import pytest
+
+    from jaxvoc.errors import UserError
+    from jaxvoc.train.config import apply_overrides
+
+    raw = {"learning_rate": 1e-3, "fmax": None, "upsample_rates": [8, 8],
+           "train_config": {"sigma": 1.0, "fp16_run": True, "output_directory": "out"}, "train": {}}
+    got = apply_overrides(raw, ["learning_rate=1", "fmax=8000", "upsample_rates=[4, 4, 4]",
+                                "train_config.sigma=0.8", "train_config.fp16_run=false",
+                                "train_config.output_directory=12", "train.keep_checkpoints=2"], "c.json")
+    assert got["learning_rate"] == 1.0 and isinstance(got["learning_rate"], float)
+    assert got["fmax"] == 8000 and got["upsample_rates"] == [4, 4, 4]
+    assert got["train_config"] == {"sigma": 0.8, "fp16_run": False, "output_directory": "12"}
+    assert got["train"] == {"keep_checkpoints": 2} and raw["train"] == {} and raw["learning_rate"] == 1e-3
+    for bad, needle in (("train_config.fp16_run=1", "is a boolean"), ("train_config.sigmaa=1", "did you mean sigma"),
+                        ("train_config=1", "is a section"), ("nope.x=1", "'nope' is not a section"),
+                        ("=1", "KEY=VALUE")):
+        with pytest.raises(UserError, match=needle):
+            apply_overrides(raw, [bad], "c.json")

@@ -1,13 +1,14 @@
 """jaxvoc compare KIND SRC: the official PyTorch model and the converted JAX model on the same input.
 
 Prints max abs error, SNR (dB), log-mel L1 between the two outputs and both timings; writes a JSON report and
-a PNG (both spectrograms and their difference). Needs the conversion extra (torch + the official package)."""
+a PNG (both spectrograms and their difference), both or neither. Needs the conversion extra (torch + the
+official package); without it, one line names the missing package."""
 
 from __future__ import annotations
 
 import os
 
-from jaxvoc.registry import FAMILIES, converter_module
+from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package
 
 
 def add_arguments(p):
@@ -29,23 +30,35 @@ def run(args) -> int:
     from conversion import report as rp
 
     mod = converter_module(args.kind)
+    from jaxvoc.io.atomic import AllOrNothing, check_writable_dir, naming
+
     report_path = args.report or f"compare_{args.kind}.json"
     png_path = args.png or os.path.splitext(report_path)[0] + ".png"
+    for path in (report_path, png_path):  # an unwritable destination fails before both models run
+        check_writable_dir(os.path.dirname(os.path.abspath(path)))
     precisions = ["highest", "default"] if (args.device == "gpu" and args.precision == "both") else (
         [args.precision if args.device == "gpu" else "highest"])
     results = []
     for prec in precisions:
         if args.device == "gpu":
             rp.set_precision(prec)
-        res = mod.compare(args)
+        try:
+            res = mod.compare(args)
+        except ImportError as e:  # torch or the official package, imported lazily
+            if is_missing_official(e):
+                raise missing_package(e) from None
+            raise
         res["precision"] = prec if args.device == "gpu" else "float32 (CPU)"
         rows = [("precision", res["precision"])] + res["rows"]
         rp.print_table(rows, f"{args.kind}: official PyTorch vs jaxvoc ({args.device})")
         results.append(res)
     last = results[-1]
-    rp.spectrogram_png(png_path, last["reference"], last["jax"], last["mel_config"], last["title"])
-    rp.write_json(report_path, {"kind": args.kind, "src": os.path.abspath(args.src), "device": args.device,
-                                "runs": [{k: v for k, v in r.items() if k not in ("reference", "jax", "mel_config",
-                                                                                   "rows")} for r in results]})
+    with naming(report_path), AllOrNothing() as outputs:  # the report and the plot together, or neither
+        rp.spectrogram_png(outputs.stage(png_path, ".png"), last["reference"], last["jax"], last["mel_config"],
+                           last["title"])
+        rp.write_json(outputs.stage(report_path, ".json"),
+                      {"kind": args.kind, "src": os.path.abspath(args.src), "device": args.device,
+                       "runs": [{k: v for k, v in r.items() if k not in ("reference", "jax", "mel_config", "rows")}
+                                for r in results]})
     print(f"report: {report_path}\nplot:   {png_path}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jaxvoc.registry import FAMILIES, converter_module
+from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package
 
 
 def add_arguments(p):
@@ -22,7 +22,17 @@ def run(args) -> int:
 
     t0 = time.time()
     mod = converter_module(args.kind)
-    config, params, extra = mod.convert(args.src, **({"config": args.config} if args.config else {}))
+    try:
+        config, params, extra = mod.convert(args.src, **({"config": args.config} if args.config else {}))
+    except ImportError as e:  # torch, imported lazily
+        if is_missing_official(e):
+            raise missing_package(e) from None
+        raise
+    import logging
+
+    # Orbax logs a failed write (e.g. a full disk) with its traceback at ERROR level on its own thread and then
+    # raises it here; the CLI prints that error as one line, so its log is left out
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     checkpoint.save(args.out_dir, args.kind, config, params, extra=extra, overwrite=args.overwrite)
     n = count_params(params)
     print(f"converted {args.kind} {args.src} -> {args.out_dir}: {n / 1e6:.2f} M parameters"

@@ -4,6 +4,9 @@ each cut back to the length of the audio it was encoded from.
 A token file made by another model (its fingerprint or sample rate differs), with the wrong number of
 codebooks, or with tokens outside the codebook is refused before anything is written. Token files without
 ``model`` / ``num_samples`` (e.g. saved from NeMo) are accepted: they decode to every frame.
+
+All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
+on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
 """
 
 from __future__ import annotations
@@ -88,13 +91,15 @@ def read_tokens(path: str, model) -> tuple[np.ndarray, int]:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from jaxvoc.io.audio import write_audio
     from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
+    from jaxvoc.io.atomic import AllOrNothing
+    from jaxvoc.io.audio import write_wav
     from jaxvoc.io.batching import plan_batches
 
     stems, model = open_codec(args)
     cfg = model.config
     items = [read_tokens(p, model) for p in args.inputs]
+    outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     bucket = not args.no_bucket
     plan, n_buckets = plan_batches([t.shape[1] for t, _ in items], args.batch_size, bucket, CODEC_BUCKET_FRAMES)
     before = model.compilations["decode"]
@@ -110,8 +115,10 @@ def run(args) -> int:
         audio = np.asarray(audio)
         for r, i in enumerate(idx):
             results[i] = audio[r, :items[i][1]]
-    for i, stem in enumerate(stems):
-        write_audio(os.path.join(args.out_dir, stem + ".wav"), results[i], cfg.out_sample_rate, args.subtype)
+    with outputs:
+        for i, stem in enumerate(stems):
+            write_wav(outputs.stage(os.path.join(args.out_dir, stem + ".wav"), ".wav"), results[i],
+                      cfg.out_sample_rate, args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations['decode'] - before} compilation(s) "
           f"of the decoder for {n_buckets} length bucket(s)")
     return 0

@@ -7,6 +7,9 @@ codec's rate), ``sample_rate``, and what identifies the model (``model``: its fi
 Files of different lengths are padded into a few length buckets and batched; every item is encoded as NeMo
 encodes it alone (the padding never changes a token). Every input is read and checked before anything is
 written.
+
+All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
+on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 
 import numpy as np
 
-from jaxvoc.io.atomic import atomic_file
+from jaxvoc.io.atomic import AllOrNothing, naming
 from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
 from jaxvoc.errors import UserError
 from jaxvoc.io.batching import plan_batches
@@ -30,9 +33,9 @@ def add_arguments(p):
                    help="no length buckets: every distinct length compiles once (same tokens)")
 
 
-def save_npz(path: str, **arrays) -> None:
-    """np.savez, atomically."""
-    with atomic_file(path, ".npz") as tmp, open(tmp, "wb") as f:
+def write_npz(path: str, **arrays) -> None:
+    """np.savez to exactly ``path`` (np.savez given a name would append .npz to a temporary name)."""
+    with naming(path), open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
@@ -51,6 +54,7 @@ def run(args) -> int:
             raise UserError(f"{path} is too short ({len(y)} samples at {cfg.sample_rate} Hz); the codec needs at "
                             f"least {minimum} samples ({minimum / cfg.sample_rate:.3f} s)")
         audios.append(y)
+    outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     frames = [-(-len(y) // spf) for y in audios]
     bucket = not args.no_bucket
     plan, n_buckets = plan_batches(frames, args.batch_size, bucket, CODEC_BUCKET_FRAMES)
@@ -67,12 +71,12 @@ def run(args) -> int:
         tokens, tlen = np.asarray(tokens), np.asarray(tlen)
         for r, i in enumerate(idx):
             results[i] = tokens[r, :, :tlen[r]]
-    os.makedirs(args.out_dir, exist_ok=True)
-    for i, stem in enumerate(stems):
-        save_npz(os.path.join(args.out_dir, stem + ".npz"), tokens=results[i].astype(np.int32),
-                 num_samples=np.int64(len(audios[i])), sample_rate=np.int64(cfg.sample_rate),
-                 model=np.str_(model.fingerprint), codebook_size=np.int64(cfg.codebook_size),
-                 samples_per_frame=np.int64(spf))
+    with outputs:
+        for i, stem in enumerate(stems):
+            write_npz(outputs.stage(os.path.join(args.out_dir, stem + ".npz"), ".npz"),
+                      tokens=results[i].astype(np.int32), num_samples=np.int64(len(audios[i])),
+                      sample_rate=np.int64(cfg.sample_rate), model=np.str_(model.fingerprint),
+                      codebook_size=np.int64(cfg.codebook_size), samples_per_frame=np.int64(spf))
     print(f"wrote {len(stems)} token file(s) to {args.out_dir} ({cfg.num_codebooks} codebooks x "
           f"{cfg.frame_rate:.2f} frames/s); {model.compilations['encode'] - before} compilation(s) of the encoder "
           f"for {n_buckets} length bucket(s)")

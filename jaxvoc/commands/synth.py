@@ -3,6 +3,9 @@
 Inputs of different lengths are padded into a few length buckets (and batches to a fixed size), so that many
 files compile only a few programs. Mels are padded with the log-mel of silence; the output is cut back to
 each input's own length. Every input is read and checked before anything is written.
+
+All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
+on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from jaxvoc.io.audio import write_audio
+    from jaxvoc.io.atomic import AllOrNothing
+    from jaxvoc.io.audio import write_wav
 
     stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
     bucket = not args.no_bucket
@@ -88,7 +92,7 @@ def run(args) -> int:
     opts = {k: getattr(args, k) for k in model.synth_options}
 
     batches, n_buckets = plan_batches([len(m) for m in mels], args.batch_size, bucket)
-    os.makedirs(args.out_dir, exist_ok=True)
+    outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     before = model.compilations
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(batches, desc="synth", unit="batch", file=sys.stderr, disable=None):
@@ -99,8 +103,10 @@ def run(args) -> int:
         audio = np.asarray(model.vocode(batch, **opts))
         for r, i in enumerate(idx):
             results[i] = audio[r, :len(mels[i]) * model.hop_size]
-    for i, stem in enumerate(stems):
-        write_audio(os.path.join(args.out_dir, stem + ".wav"), results[i], model.sampling_rate, args.subtype)
+    with outputs:
+        for i, stem in enumerate(stems):
+            write_wav(outputs.stage(os.path.join(args.out_dir, stem + ".wav"), ".wav"), results[i],
+                      model.sampling_rate, args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations - before} compilation(s) of the "
           f"{model.kind} generator for {n_buckets} length bucket(s)")
     return 0

@@ -1,8 +1,10 @@
-"""jaxvoc train CONFIG [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow) from a config file.
+"""jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow)
+from a config file.
 
 CONFIG is an official config.json with a "train" section (see experiments/training/configs/ and docs/training.md).
 The run folder (train.checkpoint_path) receives checkpoints/, logs/ (TensorBoard), metrics.jsonl,
-validation.jsonl and, at the end, export/ (a jaxvoc checkpoint for `jaxvoc synth`).
+validation.jsonl, provenance.json (package versions, git commit, the resolved config; also in TensorBoard as
+text) and, at the end, export/ (a jaxvoc checkpoint for `jaxvoc synth`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--init", metavar="CKPT", help="start from a jaxvoc checkpoint (from jaxvoc convert): generator "
                                                   "or flow weights, and discriminators when it holds them")
     p.add_argument("--steps", type=int, help="stop after this many steps in all (default: train.training_steps)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable): dotted for sections, e.g. train.validation_interval=5 "
+                        "or learning_rate=1e-4; VALUE is parsed as JSON (else a string) and must have the type "
+                        "of the value it replaces")
     p.add_argument("--run-dir", help="run folder (default: train.checkpoint_path, else runs/<config name>)")
     p.add_argument("--coordinator", help="multi-process: coordinator address host:port (jax.distributed)")
     p.add_argument("--num-processes", type=int, help="multi-process: number of processes")
@@ -37,10 +43,13 @@ def run(args) -> int:
         pass
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be at least 1")
-    cfg = config_lib.load(args.config)
+    cfg = config_lib.load(args.config, args.overrides)
     check_start(args.init, args.resume, cfg.kind)
     if args.run_dir:
         cfg.run_dir = os.path.abspath(args.run_dir)
+    from jaxvoc.io.atomic import check_writable_dir
+
+    check_writable_dir(cfg.run_dir)  # a run folder below a file, or unwritable: one line before any compiling
     sharding.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from jaxvoc.train.loop import train
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from jaxvoc.errors import UserError, warn
-from jaxvoc.io.atomic import atomic_file
+from jaxvoc.io.atomic import atomic_file, naming
 
 # A short English sentence at 24 kHz shipped with the package: the default input of `jaxvoc compare`.
 BUNDLED_SPEECH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "speech_24000.wav")
@@ -41,9 +41,23 @@ def load_audio(path: str, sampling_rate: int) -> np.ndarray:
 
 def write_audio(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
     """Writes mono audio atomically (temporary file in the same folder, then rename)."""
+    with atomic_file(path, ".wav") as tmp:
+        write_wav(tmp, audio, sampling_rate, subtype)
+
+
+def write_wav(path: str, audio: np.ndarray, sampling_rate: int, subtype: str = "PCM_16") -> None:
+    """Writes mono audio to ``path`` as it is (callers give a temporary path: see write_audio, AllOrNothing).
+
+    The wav is encoded in memory and written by Python: libsndfile writing to the file itself reports a full
+    disk as "System error." (LibsndfileError), Python raises OSError(ENOSPC), which the CLI turns into one
+    line."""
+    import io
+
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-    with atomic_file(path, ".wav") as tmp:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
-                 subtype=subtype, format="WAV")
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio, sampling_rate,
+             subtype=subtype, format="WAV")
+    with naming(path), open(path, "wb") as f:
+        f.write(buf.getbuffer())

@@ -30,8 +30,11 @@ def save_params(path: str, tree: Any) -> None:
     import orbax.checkpoint as ocp
 
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.abspath(path), _to_numpy(tree))
-    ckptr.wait_until_finished()
+    try:
+        ckptr.save(os.path.abspath(path), _to_numpy(tree))
+        ckptr.wait_until_finished()
+    finally:  # also after a failed write (a full disk): its threads end before the folder is removed
+        ckptr.close()
 
 
 def restore_params(path: str) -> Any:

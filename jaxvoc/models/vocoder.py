@@ -10,9 +10,25 @@ import jax
 import jax.numpy as jnp
 
 from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
+from jaxvoc.errors import UserError
 from jaxvoc.models.base import counting_jit
 
 Array = jax.Array
+
+
+class MelLayoutError(UserError, ValueError):
+    """A mel of the wrong shape given to a vocoder: a ValueError for library callers, one line in the CLI."""
+
+
+def check_mel_layout(shape: tuple[int, ...], num_mels: int) -> None:
+    """Refuses a mel that is not [B, frames, num_mels] (or [frames, num_mels]) by name, before Flax sees it:
+    in particular the official PyTorch layout [B, n_mels, T]."""
+    if len(shape) not in (2, 3) or shape[-1] != num_mels:
+        hint = ("; it looks like the official PyTorch layout [B, n_mels, T]: transpose it, "
+                "mel.transpose(0, 2, 1)" if len(shape) == 3 and shape[1] == num_mels else
+                "; transpose it, mel.T" if len(shape) == 2 and shape[0] == num_mels else "")
+        raise MelLayoutError(f"mel of shape {tuple(shape)} does not fit this model: expected [B, frames, n_mels] "
+                             f"= [B, T, {num_mels}] (or [T, {num_mels}]){hint}")
 
 
 class Vocoder:
@@ -70,6 +86,7 @@ class Vocoder:
 
     def vocode(self, mels, **opts) -> Array:
         """mels [B, frames, num_mels] (or [frames, num_mels]) -> audio [B, frames * hop_size]."""
+        check_mel_layout(tuple(jnp.shape(mels)), self.num_mels)
         mels = jnp.asarray(mels, jnp.float32)
         squeeze = mels.ndim == 2
         static = tuple(sorted((k, v) for k, v in opts.items() if k in self.static_options))

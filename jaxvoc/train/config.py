@@ -63,7 +63,7 @@ class TrainSettings:
 class TrainConfig:
     path: str
     kind: str
-    raw: dict  # the whole file
+    raw: dict  # the whole file, with the --set overrides applied
     model: dict  # the model's official config (BigVGAN: the flat dict; WaveGlow: waveglow_config etc.)
     train: TrainSettings
     batch_size: int
@@ -71,6 +71,7 @@ class TrainConfig:
     sampling_rate: int
     seed: int
     run_dir: str
+    overrides: list = dataclasses.field(default_factory=list)  # the --set KEY=VALUE strings, in order
 
     @property
     def name(self) -> str:
@@ -120,10 +121,74 @@ class _WaveGlowData:
     training_files: str | None = None
 
 
-def load(path: str) -> TrainConfig:
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: str) -> dict:
+    """``--set KEY=VALUE`` on the config JSON: a copy of ``raw`` with each dotted KEY (``learning_rate``,
+    ``train.validation_interval``, ``train_config.sigma``) set to VALUE, parsed as JSON when it parses and
+    taken as a string otherwise. The key must exist (a ``train.*`` key may also be any known train setting),
+    and the value must have the type of the value it replaces (an integer is accepted for a number)."""
+    import copy
+    import json
+
+    raw = copy.deepcopy(raw)
+    known_train = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.validation_interval=5")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        parts = key.split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            if part == "train" and i == 0 and "train" not in node:
+                node["train"] = {}
+            if not isinstance(node.get(part), dict):
+                where = ".".join(parts[:i + 1])
+                raise UserError(f"--set {key}: {where!r} is not a section of {path}; "
+                                f"{'no such key' if part not in node else 'it is not an object'}")
+            node = node[part]
+        last = parts[-1]
+        in_train = len(parts) == 2 and parts[0] == "train"
+        if last in node:
+            old = node[last]
+        elif in_train and last in known_train:
+            default = known_train[last].default
+            old = None if default is dataclasses.MISSING else default
+        else:
+            import difflib
+
+            choices = sorted(known_train) if in_train else sorted(node)
+            close = difflib.get_close_matches(last, choices, n=3)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(choices)}"
+            raise UserError(f"--set {key}: unknown key {last!r} in {path}; {hint}")
+        if isinstance(old, dict):
+            raise UserError(f"--set {key}: {key} is a section; set one of its keys, e.g. --set {key}.KEY=VALUE")
+        if isinstance(old, str) and not isinstance(value, str):
+            value = text  # a string setting keeps the text as given (--set train.checkpoint_path=123)
+        ok = (old is None or (isinstance(old, bool) and isinstance(value, bool))
+              or (isinstance(old, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
+              or (type(old) in (int, str, list) and type(value) is type(old)))
+        if not ok:
+            raise UserError(f"--set {key}={text}: {key} is {_type_name(old)} ({json.dumps(old)}), "
+                            f"got {_type_name(value)}")
+        node[last] = float(value) if isinstance(old, float) else value
+    return raw
+
+
+def load(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The training config at ``path`` with the ``--set`` ``overrides`` applied (see apply_overrides)."""
     raw = read_json(path, "config", "give a training config (see experiments/training/configs/)")
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a JSON object")
+    raw = apply_overrides(raw, overrides, path)
     kind = raw.get("model")
     if kind is None:
         kind = "waveglow" if "waveglow_config" in raw else "bigvgan" if "upsample_rates" in raw else None
@@ -135,6 +200,9 @@ def load(path: str) -> TrainConfig:
         run = load_dataclass(_BigVGANRun, model, path, keep_unknown=True, what="BigVGAN training key",
                              hint="start from an official config")
         train = _settings(raw.get("train"), path, {})
+        if train.compute_dtype != "float32":  # only the flow (WaveGlow) task casts its compute
+            raise UserError(f"{path}: train.compute_dtype {train.compute_dtype!r} is not supported for BigVGAN "
+                            "training (only WaveGlow trains in bfloat16); remove it or set \"float32\"")
         batch_size, segment_size, sampling_rate, seed = run.batch_size, run.segment_size, run.sampling_rate, run.seed
     else:
         for sec in ("train_config", "data_config", "waveglow_config"):
@@ -158,4 +226,4 @@ def load(path: str) -> TrainConfig:
     run_dir = os.path.abspath(train.checkpoint_path or os.path.join("runs", stem))
     return TrainConfig(path=os.path.abspath(path), kind=kind, raw=raw, model=model, train=train,
                        batch_size=batch_size, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed,
-                       run_dir=run_dir)
+                       run_dir=run_dir, overrides=list(overrides))

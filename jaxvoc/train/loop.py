@@ -8,6 +8,8 @@
   and of the model's synthesis from their mels), mel images and audio of the first clips. The same numbers go
   to ``<run>/metrics.jsonl`` and ``<run>/validation.jsonl``.
 * Checkpoints every ``checkpoint_interval`` steps and at the end (``checkpointing.py``).
+* ``<run>/provenance.json`` and the TensorBoard text ``provenance``: versions, git commit, resolved config
+  (``provenance.py``).
 * A NaN/Inf in any loss or gradient norm stops the run with one message; no checkpoint is written after
   the last finite step (losses are checked one step behind the device, and always before a save).
 """
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvoc.errors import UserError
-from jaxvoc.train import checkpointing, data, sharding
+from jaxvoc.train import checkpointing, data, provenance, sharding
 from jaxvoc.train.config import TrainConfig
 
 
@@ -72,12 +74,17 @@ class _Logger:
         os.makedirs(run_dir, exist_ok=True)
         try:
             from tensorboardX import SummaryWriter
+        except ImportError:  # a dependency of jaxvoc (pyproject.toml); say so when an install lacks it
+            from jaxvoc.errors import warn
 
-            self.writer = SummaryWriter(os.path.join(run_dir, "logs"))
-        except ImportError:
-            import warnings
+            warn(f"tensorboardX is not installed: no TensorBoard logs in {os.path.join(run_dir, 'logs')} "
+                 "(metrics.jsonl is still written); install it with `pip install tensorboardX`")
+            return
+        self.writer = SummaryWriter(os.path.join(run_dir, "logs"))
 
-            warnings.warn("tensorboardX is not installed: no TensorBoard logs (metrics.jsonl still written)")
+    def text(self, step: int, tag: str, text: str) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, text, step)
 
     def scalars(self, step: int, values: dict, prefix: str, jsonl: str) -> None:
         if not self.enabled:
@@ -220,6 +227,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     step_fn = setup.step
 
     logger = _Logger(cfg.run_dir, primary)
+    if primary:
+        record = provenance.collect(cfg)
+        provenance.write(cfg.run_dir, record)
+        logger.text(step, "provenance", provenance.markdown(record))
     meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path}
     if progress is None:
         progress = sys.stderr.isatty()
