@@ -12,6 +12,7 @@ run) where that is larger; the test prints both.
 from __future__ import annotations
 
 import copy
+import os
 
 import jax
 import jax.numpy as jnp

@@ -192,8 +192,11 @@ def load(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     kind = raw.get("model")
     if kind is None:
         kind = "waveglow" if "waveglow_config" in raw else "bigvgan" if "upsample_rates" in raw else None
-    if kind not in ("bigvgan", "waveglow"):
-        raise UserError(f"{path}: cannot tell the model; set \"model\" to \"bigvgan\" or \"waveglow\"")
+    from jaxvoc.registry import FAMILIES
+
+    trainable = [k for k, f in FAMILIES.items() if f.trainer]
+    if kind not in trainable:
+        raise UserError(f"{path}: cannot tell the model; set \"model\" to one of {', '.join(trainable)}")
     stem = os.path.splitext(os.path.basename(path))[0]
     model = {k: v for k, v in raw.items() if k not in ("train", "model")}
     if kind == "bigvgan":
