@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from typing import Any, Literal
 
 import pytest
+
+from conftest import REPO
 
 from jaxvoc.errors import UserError
 from jaxvoc.io.config import load_dataclass
@@ -163,7 +166,7 @@ def test_waveglow_and_train_sections_refuse_unknown_keys(tmp_path):
     d["waveglow_config"]["n_flows"] = "12"
     with pytest.raises(UserError, match=re.escape("n_flows must be an integer >= 1, got '12'")):
         WaveGlowConfig.from_dict(d)
-    raw = json.load(open("experiments/training/configs/waveglow_tiny_smoke.json"))
+    raw = json.load(open(os.path.join(REPO, "experiments", "training", "configs", "waveglow_tiny_smoke.json")))
     raw["train"]["compute_dtype"] = "fp16"
     (tmp_path / "c.json").write_text(json.dumps(raw))
     with pytest.raises(UserError, match=re.escape("train.compute_dtype must be one of 'float32', 'bfloat16'")):
