@@ -38,12 +38,10 @@ import numpy as np
 
 from jaxvoc.errors import UserError
 from jaxvoc.models.base import counting_jit, folded, from_checkpoint
-from jaxvoc.nn.conv import Conv1d, conv1d, torch_default_kernel_init, weight_norm_kernel
+from jaxvoc.nn import blocked
+from jaxvoc.nn.conv import torch_default_kernel_init, weight_norm_kernel
 
 Array = jax.Array
-
-# float32 matmuls at full precision on every backend (GPUs would otherwise use TF32 and lose ~60 dB)
-HIGHEST = jax.lax.Precision.HIGHEST
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # transformers' "gelu" is the exact (erf) form
@@ -207,7 +205,7 @@ class Dense(nn.Module):
         bound = 1.0 / math.sqrt(x.shape[-1])
         b = self.param("bias", lambda key, s: jax.random.uniform(key, s, jnp.float32, -bound, bound),
                        (self.features,))
-        return jnp.einsum("...i,io->...o", x, k.astype(x.dtype), precision=HIGHEST) + b.astype(x.dtype)
+        return blocked.dense(x, k.astype(x.dtype)) + b.astype(x.dtype)
 
 
 class LayerNorm(nn.Module):
@@ -240,6 +238,26 @@ class ChannelNorm(nn.Module):
         return (x - mean) / jnp.sqrt(var + self.eps) * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
+class FeatureConv(nn.Module):
+    """torch.nn.Conv1d (no padding, optional bias) of the feature encoder, kernel [K, Cin, Cout]."""
+
+    features: int
+    kernel_size: int
+    stride: int
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        shape = (self.kernel_size, x.shape[-1], self.features)
+        y = blocked.conv1d(x, self.param("kernel", torch_default_kernel_init, shape), stride=self.stride)
+        if self.use_bias:
+            bound = 1.0 / math.sqrt(shape[0] * shape[1])
+            b = self.param("bias", lambda key, s: jax.random.uniform(key, s, jnp.float32, -bound, bound),
+                           (self.features,))
+            y = y + b.astype(y.dtype)
+        return y
+
+
 class ConvLayer(nn.Module):
     """One feature-encoder layer: conv, optional norm (``"group"``: per-channel over time, ``"layer"``: over
     channels), activation."""
@@ -253,8 +271,7 @@ class ConvLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x = Conv1d(self.features, self.kernel_size, stride=self.stride, use_bias=self.use_bias,
-                   precision=HIGHEST, name="conv")(x)
+        x = FeatureConv(self.features, self.kernel_size, self.stride, self.use_bias, name="conv")(x)
         if self.norm == "group":
             x = ChannelNorm(name="layer_norm")(x)
         elif self.norm == "layer":
@@ -306,7 +323,7 @@ class PositionalConv(nn.Module):
         bound = 1.0 / math.sqrt(fan_in)
         b = self.param("bias", lambda key, s: jax.random.uniform(key, s, jnp.float32, -bound, bound),
                        (self.features,))
-        y = conv1d(x, kernel, padding=self.kernel_size // 2, groups=self.groups, precision=HIGHEST)
+        y = blocked.conv1d(x, kernel, padding=self.kernel_size // 2, groups=self.groups)
         return y + b.astype(y.dtype)
 
 
@@ -358,9 +375,10 @@ class Attention(nn.Module):
         k = Dense(D, name="k_proj")(x).reshape(B, T, H, hd)
         v = Dense(D, name="v_proj")(x).reshape(B, T, H, hd)
         q = q * (1.0 / math.sqrt(hd))  # torch scales q before q k^T (scaled_dot_product order)
-        logits = gated_bias + jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=HIGHEST)
+        q, k, v = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))  # [B, H, T, hd]
+        logits = gated_bias + blocked.matmul(q, jnp.swapaxes(k, -1, -2))
         w = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", w, v, precision=HIGHEST).reshape(B, T, D)
+        out = jnp.transpose(blocked.matmul(w, v), (0, 2, 1, 3)).reshape(B, T, D)
         return Dense(D, name="out_proj")(out), position_bias
 
 
