@@ -127,16 +127,17 @@ def official_states(model: WavLMModel, audio: np.ndarray, proj=None):
 
 
 def jax_states(jm: Pretrained, audio: np.ndarray, proj=None):
-    states = [np.asarray(h) for h in jm(audio)]
-    grad = None
-    if proj is not None:
-        ps = [jnp.asarray(p) for p in proj]
+    """(hidden states, input gradient) of the JAX model; with ``proj``, both from one compiled program."""
+    if proj is None:
+        return [np.asarray(h) for h in jm(audio)], None
+    ps = [jnp.asarray(p) for p in proj]
 
-        def loss(a):
-            return sum(jnp.sum(h * p) for h, p in zip(jm.hidden_states(jm.params, a), ps))
+    def loss(a):
+        states = jm.hidden_states(jm.params, a)
+        return sum(jnp.sum(h * p) for h, p in zip(states, ps)), states
 
-        grad = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(audio)))
-    return states, grad
+    grad, states = jax.jit(jax.grad(loss, has_aux=True))(jnp.asarray(audio))
+    return [np.asarray(h) for h in states], np.asarray(grad)
 
 
 def assert_equivalent(out, ref, ref64, what: str) -> tuple[float, float, float]:

@@ -190,6 +190,12 @@ def _trunc_int(x: np.ndarray) -> np.ndarray:
     return np.trunc(x).astype(np.int64)
 
 
+def bias_from_table(table: Array, length: int, config: WavLMConfig) -> Array:
+    """The ungated relative position bias [heads, length, length] of a bucket table [heads, num_buckets]."""
+    buckets = relative_position_buckets(length, config.num_buckets, config.max_bucket_distance)
+    return jnp.take(table, jnp.asarray(buckets), axis=1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Layers
 
@@ -357,8 +363,7 @@ class Attention(nn.Module):
             if not self.has_relative_position_bias:
                 raise ValueError("the first attention layer must own the relative position embedding")
             table = self.param("rel_attn_embed", nn.initializers.normal(1.0), (H, c.num_buckets))
-            buckets = relative_position_buckets(T, c.num_buckets, c.max_bucket_distance)
-            position_bias = jnp.take(table, jnp.asarray(buckets), axis=1).astype(x.dtype)  # [H, T, T]
+            position_bias = bias_from_table(table, T, c).astype(x.dtype)
         elif self.has_relative_position_bias:
             self.param("rel_attn_embed", nn.initializers.normal(1.0), (H, c.num_buckets))  # present, unused
 
@@ -416,11 +421,30 @@ class Encoder(nn.Module):
         x = x + PositionalEmbedding(c, name="pos_conv_embed")(x)
         x = LayerNorm(c.layer_norm_eps, name="layer_norm")(x)
         states = [x]
-        bias = None
-        for i in range(c.num_hidden_layers):
-            x, bias = EncoderLayer(c, i == 0, name=f"layers_{i}")(x, bias)
-            states.append(x)
-        return tuple(states)
+        names = [f"layers_{i}" for i in range(c.num_hidden_layers)]
+        if self.is_initializing():
+            bias = None
+            for i, name in enumerate(names):
+                x, bias = EncoderLayer(c, i == 0, name=name)(x, bias)
+                states.append(x)
+            return tuple(states)
+        # Every layer runs one program: a scan over the stacked parameters (compiled one by one, 12 layers make
+        # the gradient's compilation minutes long on CPU). The parameters keep their per-layer names; the
+        # position bias is built once from layer 0's table, as layer 0 builds it, and handed to every layer.
+        params = self.variables["params"]
+        first = dict(params[names[0]])
+        attn = dict(first["attention"])
+        bias = bias_from_table(attn.pop("rel_attn_embed"), x.shape[1], c).astype(x.dtype)
+        first["attention"] = attn
+        stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), first, *[params[n] for n in names[1:]])
+        layer = EncoderLayer(c, False, parent=None)
+
+        def body(h, p):
+            h, _ = layer.apply({"params": p}, h, bias)
+            return h, h
+
+        _, ys = jax.lax.scan(body, x, stacked)
+        return tuple(states) + tuple(ys[i] for i in range(len(names)))
 
 
 class WavLM(nn.Module):
