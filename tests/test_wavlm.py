@@ -300,7 +300,7 @@ def test_conversion_bad_inputs(small, tmp_path):
     cfg = json.loads((wrong / "config.json").read_text())
     cfg["hidden_size"] = 96
     (wrong / "config.json").write_text(json.dumps(cfg))
-    _expect_user_error(lambda: cw.convert(str(wrong)), "wrong shape", "encoder.layers.0.attention.q_proj.weight")
+    _expect_user_error(lambda: cw.convert(str(wrong)), "wrong shape", "q_proj.bias (64,) (expected (96,))")
     # a truncated weights file
     trunc = tmp_path / "trunc"
     save_folder(model, trunc)
@@ -318,8 +318,10 @@ def test_conversion_bad_inputs(small, tmp_path):
     # the pre-LN WavLM Large is refused by name
     cfg = json.loads(open(os.path.join(folder, "config.json")).read())
     cfg["do_stable_layer_norm"] = True
-    (empty / "config.json").write_text(json.dumps(cfg))
-    _expect_user_error(lambda: cw.convert(str(empty)), "do_stable_layer_norm")
+    large = tmp_path / "large"
+    save_folder(model, large)
+    (large / "config.json").write_text(json.dumps(cfg))
+    _expect_user_error(lambda: cw.convert(str(large)), "do_stable_layer_norm")
     # through the CLI: one line, exit code 2
     assert_user_error(run_cli("convert", "wavlm", str(wrong), str(tmp_path / "o")), "wrong shape")
     # a too-short input to the model
