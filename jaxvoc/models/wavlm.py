@@ -379,7 +379,7 @@ class Attention(nn.Module):
         q = Dense(D, name="q_proj")(x).reshape(B, T, H, hd)
         k = Dense(D, name="k_proj")(x).reshape(B, T, H, hd)
         v = Dense(D, name="v_proj")(x).reshape(B, T, H, hd)
-        q = q * (1.0 / math.sqrt(hd))  # torch scales q before q k^T (scaled_dot_product order)
+        q = q * math.sqrt(1.0 / hd)  # torch scales q (by this float) before q k^T
         q, k, v = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))  # [B, H, T, hd]
         logits = gated_bias + blocked.matmul(q, jnp.swapaxes(k, -1, -2))
         w = jax.nn.softmax(logits, axis=-1)
