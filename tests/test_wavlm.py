@@ -275,6 +275,12 @@ def test_convert_cli_and_load(small, tmp_path):
         assert snr_db(np.asarray(s), r) >= MIN_SNR
     # a 1-D input gives unbatched states
     assert jm(audio[0])[0].shape == ref[0].shape[1:]
+    # `jaxvoc compare wavlm`: every hidden state on the bundled speech (resampled to 16 kHz)
+    report = tmp_path / "r.json"
+    proc = run_cli("compare", "wavlm", folder, "--report", report, "--repeats", "1")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(report.read_text())["runs"][0]
+    assert len(run["snr_db_per_state"]) == 4 and run["snr_db"] >= MIN_SNR, run
 
 
 def _expect_user_error(fn, *needles):
