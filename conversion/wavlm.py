@@ -75,7 +75,6 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def _load_safetensors(path: str) -> dict[str, np.ndarray]:
     try:
-        import safetensors.numpy  # noqa: F401
         from safetensors.torch import load_file
     except ImportError:
         return read_safetensors(path)
@@ -151,13 +150,19 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 def convert(src: str, config: str | None = None) -> Converted:
     """A Hugging Face WavLM folder -> (config dict, parameter tree, {}). ``config`` overrides the folder's
     config.json."""
-    cfg_path, weights = find_files(src) if config is None else (config, find_files_weights(src))
+    if config is None:
+        cfg_path, weights = find_files(src)
+    else:
+        cfg_path, weights = config, find_files_weights(src)
+        if not os.path.exists(cfg_path):
+            raise UserError(f"config not found: {cfg_path}")
     cfg = read_config(cfg_path)
     params = convert_state_dict(load_state_dict(weights), cfg, weights)
     return Converted(cfg.to_dict(), params, {})
 
 
 def find_files_weights(src: str) -> str:
+    """The weights file of ``src``: a Hugging Face folder, or the file itself."""
     if os.path.isdir(src):
         for name in WEIGHTS:
             if os.path.exists(os.path.join(src, name)):

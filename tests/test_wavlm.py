@@ -218,8 +218,11 @@ def test_key_styles_and_formats_convert_alike(small, tmp_path):
     flat_ref = jax.tree_util.tree_leaves_with_path(ref)
     variants = [dict(style="weight_g", fmt="safetensors"), dict(style="parametrizations", fmt="bin"),
                 dict(style="weight_g", fmt="bin"), dict(style="weight_g", fmt="safetensors", prefix="wavlm.")]
-    for i, v in enumerate(variants):
-        _, params, _ = cw.convert(save_folder(model, tmp_path / f"v{i}", **v))
+    sources = [(save_folder(model, tmp_path / f"v{i}", **v), None, v) for i, v in enumerate(variants)]
+    # a weights file with --config instead of a folder
+    sources.append((os.path.join(folder, "model.safetensors"), os.path.join(folder, "config.json"), "--config"))
+    for src, config, v in sources:
+        _, params, _ = cw.convert(src, config)
         flat = jax.tree_util.tree_leaves_with_path(params)
         assert [p for p, _ in flat] == [p for p, _ in flat_ref], v
         for (p, a), (_, b) in zip(flat, flat_ref):
