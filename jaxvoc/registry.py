@@ -24,6 +24,7 @@ FAMILIES = {
     "bigvgan": Family("jaxvoc.models.bigvgan", "conversion.bigvgan", "jaxvoc.train.bigvgan"),
     "waveglow": Family("jaxvoc.models.waveglow", "conversion.waveglow", "jaxvoc.train.waveglow"),
     "codec": Family("jaxvoc.models.codec", "conversion.codec"),
+    "wavlm": Family("jaxvoc.models.wavlm", "conversion.wavlm"),
 }
 
 

@@ -10,7 +10,8 @@ from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, mis
 def add_arguments(p):
     p.add_argument("kind", help=f"model kind: {', '.join(FAMILIES)}")
     p.add_argument("src", help="the official checkpoint: BigVGAN model folder (config.json + "
-                               "bigvgan_generator.pt), WaveGlow .pt, codec .nemo")
+                               "bigvgan_generator.pt), WaveGlow .pt, codec .nemo, "
+                               "WavLM Hugging Face folder (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("out_dir", help="folder to write (must not exist unless --overwrite)")
     p.add_argument("--config", help="config file, for formats that do not carry one (WaveGlow state dicts)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
