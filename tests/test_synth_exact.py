@@ -30,19 +30,18 @@ from conversion.report import snr_db
 from jaxvoc.models import waveglow as wg
 from jaxvoc.models.bigvgan import BigVGANConfig, Pretrained
 
-# lengths in frames: two below one bucket quantum (32), one exactly on it, others between buckets
-LENGTHS = (7, 23, 32, 45, 80)
+# lengths in frames: two below one bucket quantum (32), one exactly on it, two inside the next bucket (64):
+# two compilations per synth run, batches of 3 and 2 items (the default batch size, 4, adds filler rows)
+LENGTHS = (7, 23, 32, 45, 61)
 
 # bigvgan_base_24khz_100band: up-sampling rates 8, 8, 2, 2 with kernels 16, 16, 4, 4; resblock kernels 3, 7,
 # 11, dilations 1, 3, 5 (as published); 32 channels instead of 512.
 BASE = dict(BigVGANConfig.official("bigvgan_base_24khz_100band").to_dict(), upsample_initial_channel=32)
 VARIANTS = {
     "amp1-snakebeta-tanh": dict(resblock="1", activation="snakebeta", snake_logscale=True, use_tanh_at_final=True),
-    "amp2-snake-clamp": dict(resblock="2", activation="snake", snake_logscale=False, use_tanh_at_final=False),
-    "amp1-snake-clamp": dict(resblock="1", activation="snake", snake_logscale=True, use_tanh_at_final=False,
+    "amp2-snake-clamp": dict(resblock="2", activation="snake", snake_logscale=False, use_tanh_at_final=False,
                              use_bias_at_final=False),
-    "amp2-snakebeta-tanh": dict(resblock="2", activation="snakebeta", snake_logscale=True, use_tanh_at_final=True),
-}
+}  # between them: both resblocks, both activations, both parameter scales, tanh on and off (CI time)
 
 WG = wg.WaveGlowConfig(n_flows=4, n_early_every=2, n_early_size=2, WN_config=wg.WNConfig(8, 16, 3))
 
@@ -86,8 +85,8 @@ def bigvgan_refs(model, model64, mel: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return model(m)[0, 0].numpy(), model64(m.double())[0, 0].numpy()
 
 
-def bigvgan_mels(config: dict) -> list[np.ndarray]:
-    return speech_mels(lambda y: cb.official_mel(y, config)[0].numpy(), 24000)
+def bigvgan_mels(config: dict, lengths=LENGTHS) -> list[np.ndarray]:
+    return speech_mels(lambda y: cb.official_mel(y, config)[0].numpy(), 24000, lengths)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -122,13 +121,13 @@ def test_bigvgan_lengths_ignore_garbage_padding(tmp_path):
     cfg_dict, params, _ = cb.convert(folder)
     ours = Pretrained(BigVGANConfig.from_dict(cfg_dict), params)
     mels = bigvgan_mels(config)[:4]
-    T = 48
+    T = 64  # the shape of the synth test's second bucket: one compilation for both (persistent cache)
     rng = np.random.default_rng(0)
     batch = rng.normal(0, 1e4, (len(mels), T, config["num_mels"])).astype(np.float32)  # garbage
     for b, m in enumerate(mels[:3]):
         batch[b, :m.shape[1]] = m.T
-    batch[3, :45] = mels[3].T  # 45 frames: the 4th item fits too
-    lengths = np.array([m.shape[1] for m in mels[:3]] + [45])
+    batch[3] = bigvgan_mels(config, (T,))[0].T  # one item fills the padded length
+    lengths = np.array([m.shape[1] for m in mels[:3]] + [T])
     out = np.asarray(ours(batch, lengths=lengths))
     hop = config["hop_size"]
     for b, n in enumerate(lengths):
@@ -196,7 +195,7 @@ def test_waveglow_lengths_ignore_garbage_padding(waveglow):
     model, model64, ckpt = waveglow
     ours = jaxvoc.load(str(ckpt))
     mels = waveglow_mels()[:4]
-    T = 40
+    T = 64  # the synth test's second bucket
     batch = np.random.default_rng(1).normal(0, 1e4, (4, T, WG.n_mel_channels)).astype(np.float32)
     for b, m in enumerate(mels):
         batch[b, :m.shape[1]] = m.T[:T]
