@@ -100,7 +100,8 @@ def run(args) -> int:
         for r, i in enumerate(idx):
             batch[r, :len(mels[i])] = mels[i]
             lengths[r] = len(mels[i])
-        audio = np.asarray(model.vocode(batch, lengths=lengths, **opts))
+        # without buckets every item of a batch is L frames long: the unmasked program, as model(mel) alone
+        audio = np.asarray(model.vocode(batch, lengths=lengths if bucket else None, **opts))
         for r, i in enumerate(idx):
             results[i] = audio[r, :len(mels[i]) * model.hop_size]
     for i, stem in enumerate(stems):
