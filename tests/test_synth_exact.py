@@ -210,3 +210,47 @@ def test_waveglow_lengths_ignore_garbage_padding(waveglow):
     b = np.asarray(ours(np.concatenate([batch, batch], 1), sigma=0.6, seed=3, lengths=lengths))
     for i, n in enumerate(lengths):
         assert snr_db(b[i, :n * 256], a[i, :n * 256]) >= 110
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradients: the per-item edge fill is plain jnp outside the custom-VJP FIR, so autodiff must give what torch's
+# autograd gives through the official activation on each item alone.
+
+
+def test_activation_gradients_with_lengths_equal_the_official_per_item():
+    import jax
+
+    from bigvgan.activations import SnakeBeta
+    from bigvgan.alias_free_activation.torch.act import Activation1d as OfficialAct1d
+    from jaxvoc.nn.activations import Activation1d
+
+    C, T, ends = 3, 24, np.array([24, 9, 1])
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (3, T, C)).astype(np.float32)
+    w = rng.normal(0, 1, (3, T, C)).astype(np.float32)
+    alpha, beta = rng.normal(0, 0.3, C).astype(np.float32), rng.normal(0, 0.3, C).astype(np.float32)
+    official = OfficialAct1d(SnakeBeta(C, alpha_logscale=True))
+    with torch.no_grad():
+        official.act.alpha.copy_(torch.from_numpy(alpha))
+        official.act.beta.copy_(torch.from_numpy(beta))
+    taps = tuple(float(v) for v in official.upsample.filter.flatten())
+    act = Activation1d(beta=True, logscale=True, filter=taps)
+    params = {"act": {"alpha": jnp.asarray(alpha), "beta": jnp.asarray(beta)}}
+    valid = (np.arange(T)[None, :] < ends[:, None])[..., None]
+
+    def loss(p, xx):
+        return jnp.sum(jnp.where(valid, act.apply({"params": p}, xx, jnp.asarray(ends)) * w, 0.0))
+
+    gp, gx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x))
+    ga_ref, gb_ref = np.zeros(C), np.zeros(C)
+    for b, n in enumerate(ends):
+        official.zero_grad()
+        xb = torch.from_numpy(np.ascontiguousarray(x[b, :n].T[None])).requires_grad_(True)
+        (official(xb) * torch.from_numpy(np.ascontiguousarray(w[b, :n].T[None]))).sum().backward()
+        # float32 gradients through the same arithmetic in another order: the outputs' bound (110 dB)
+        assert snr_db(np.asarray(gx)[b, :n], xb.grad[0].numpy().T) >= 110, b
+        assert not np.any(np.asarray(gx)[b, n:])  # nothing past the end reaches the loss
+        ga_ref += official.act.alpha.grad.numpy()
+        gb_ref += official.act.beta.grad.numpy()
+    assert snr_db(np.asarray(gp["act"]["alpha"]), ga_ref) >= 110
+    assert snr_db(np.asarray(gp["act"]["beta"]), gb_ref) >= 110
