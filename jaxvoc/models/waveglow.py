@@ -470,8 +470,9 @@ def denoise_audio(audio: Array, bias_spec: Array, strength: float | Array, stft:
 
 
 class Pretrained(Vocoder):
-    """A converted WaveGlow ready to call: ``model(mel, sigma=0.6, seed=0, denoise=0.0)`` with mel [B, frames,
-    n_mel_channels] (or [frames, n_mel_channels]) -> audio [B, frames * 256]; ``model.mel(audio)`` gives the
+    """A converted WaveGlow ready to call: ``model(mel, sigma=0.6, seed=0, denoise=0.0, lengths=None)`` with mel
+    [B, frames, n_mel_channels] (or [frames, n_mel_channels]) -> audio [B, frames * 256]; ``lengths`` [B]: each
+    item's own frame count in a padded batch (see :meth:`WaveGlow.infer`). ``model.mel(audio)`` gives the
     Tacotron2 log-mel. ``denoise`` > 0 applies the official Denoiser with that strength."""
 
     kind = "waveglow"
