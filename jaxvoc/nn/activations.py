@@ -231,9 +231,6 @@ def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int 
     pad_left, pad_right = k // 2 - int(even), k // 2
     L = phases[0].shape[1]
     if ends is not None:  # item b's interleaved signal ends at r * ends[b]; its last sample ends the last phase
-        # Materialised first: fused through the fill into the FIR below, the activation (a sine per sample)
-        # would be recomputed for each of the k taps.
-        phases = jax.lax.optimization_barrier(list(phases))
         last = hold_past(phases[-1], ends)  # past the end: phases[-1][b, ends[b] - 1] = y[r * ends[b] - 1]
         keep = valid_mask(last, ends)
         phases = [jnp.where(keep, p, last) for p in phases[:-1]] + [last]
