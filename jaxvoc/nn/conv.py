@@ -65,9 +65,6 @@ def hold_past(x: Array, ends: Array | None) -> Array:
         return x
     ends = jnp.asarray(ends)
     last = jnp.take_along_axis(x, jnp.clip(ends - 1, 0, x.shape[1] - 1)[:, None, None], axis=1)  # [B, 1, C]
-    # Computed once: fused into the elementwise loop that consumes it, XLA's CPU backend would redo the
-    # gather for every element, unvectorised (measured: BigVGAN 3-4x slower).
-    last = jax.lax.optimization_barrier(last)
     return jnp.where(valid_mask(x, ends), x, last)
 
 
