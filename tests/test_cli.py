@@ -67,7 +67,10 @@ def test_synth_audio_and_mels_with_few_compilations(ckpt, tmp_path):
         assert sr == SMALL["sampling_rate"] and len(y) == n * SMALL["hop_size"]
 
 
-def test_synth_unbucketed_equals_the_model_and_bucketed_differs_only_near_the_end(ckpt, tmp_path):
+def test_synth_bucketed_and_unbucketed_equal_the_official_model(official_dir, ckpt, tmp_path):
+    """The default (length buckets) and --no-bucket both give the official model's output for the mel alone
+    (per-item lengths; tests/test_synth_exact.py does this for every generator variant at published kernel
+    sizes); --no-bucket also equals a direct unpadded call of the loaded model."""
     import jaxvoc
     from conversion.report import snr_db
 
@@ -81,9 +84,16 @@ def test_synth_unbucketed_equals_the_model_and_bucketed_differs_only_near_the_en
     bucketed, _ = sf.read(tmp_path / "bucketed" / "m.wav", dtype="float32")
     direct = np.asarray(jaxvoc.load(ckpt)(mel.T))
     np.testing.assert_array_equal(exact, direct)
-    # Padding with silence frames only changes samples within the receptive field of the end.
-    hop = SMALL["hop_size"]
-    assert snr_db(bucketed[:-8 * hop], direct[:-8 * hop]) > 100
+    sd = torch.load(os.path.join(official_dir, cb.GENERATOR_FILE), weights_only=True)["generator"]
+    with torch.inference_mode():
+        ref = cb.official_model(SMALL, sd)(torch.from_numpy(mel[None]))[0, 0].numpy()
+        ref64 = cb.official_model(SMALL, sd).double()(torch.from_numpy(mel[None]).double())[0, 0].numpy()
+    for out in (exact, bucketed):
+        # the issue's acceptance (tests/test_bigvgan.py): 110 dB from the official float32 output (float32
+        # rounding alone), and no further from the official float64 run than it is (3 dB), or >= 130 dB
+        assert out.shape == ref.shape
+        assert snr_db(out, ref) >= 110, snr_db(out, ref)
+        assert snr_db(out, ref64) >= min(snr_db(ref, ref64) - 3.0, 130), (snr_db(out, ref64), snr_db(ref, ref64))
 
 
 def test_synth_resamples_and_downmixes_audio_with_a_warning(ckpt, tmp_path):

@@ -7,8 +7,8 @@ is patched to hand out the same draws the JAX side gets.
 
 Tolerances: float32 on both sides, different kernels and summation orders. Measured margins (see
 experiments/equivalence/waveglow.py and docs/waveglow.md): infer ~130 dB, z ~130 dB, NLL relative error
-< 1e-6; the bounds below (100 dB infer, 110 dB forward, 1e-5 NLL) are the issue's acceptance figures and
-leave room for other CPUs, while a wrong layer, order or trim costs tens of dB.
+< 1e-6; the bounds below (110 dB and the float64 rule for infer, 110 dB forward, 1e-5 NLL) are the issue's
+acceptance figures and leave room for other CPUs, while a wrong layer, order or trim costs tens of dB.
 """
 
 from __future__ import annotations
@@ -95,6 +95,23 @@ def test_forward_and_nll(which, small, tmp_path):
         assert abs(loss_j - loss_t) <= 1e-5 * scale, (loss_j, loss_t, scale)
 
 
+def assert_infer_equivalent(out: np.ndarray, ref: np.ndarray, ref64: np.ndarray) -> None:
+    """The issue's acceptance (as tests/test_bigvgan.py): >= 110 dB from the official float32 infer (float32
+    rounding alone: measured ~130 dB), and no further from the official float64 run than the official float32
+    output is (3 dB margin), or >= 130 dB from it."""
+    assert out.shape == ref.shape
+    assert snr_db(out, ref) >= 110, snr_db(out, ref)
+    s64, r64 = snr_db(out, ref64), snr_db(ref, ref64)
+    assert s64 >= r64 - 3.0 or s64 >= 130, (s64, r64)
+
+
+def official_infer_f64(model, mel, noise, sigma: float) -> np.ndarray:
+    """The official infer in float64 (cw.double_model) on the same mel and draws."""
+    m64 = cw.double_model(model)
+    with torch.inference_mode(), cw.official_noise(cw.to_torch_noise(noise), dtype=torch.float64):
+        return m64.infer(mel.double(), sigma=sigma)[0].numpy()
+
+
 @pytest.mark.parametrize("sigma", [0.0, 0.6])
 def test_infer_same_noise(sigma, small):
     model, params = small
@@ -103,13 +120,14 @@ def test_infer_same_noise(sigma, small):
     with torch.inference_mode(), cw.official_noise(cw.to_torch_noise(noise)) as handed:
         ref = model.infer(mel, sigma=sigma)[0].numpy()
     assert len(handed) == len(noise)  # the official code drew exactly these
+    ref64 = official_infer_f64(model, mel, noise, sigma)
     infer = jax.jit(lambda p, m, n: wg.WaveGlow(SMALL).apply({"params": p}, m, sigma, n, method=wg.WaveGlow.infer))
     out = np.asarray(infer(wg.prepare_for_inference(params), to_jax(mel), [jnp.asarray(n) for n in noise]))[0]
     assert out.shape == ref.shape == (10 * 256,)
-    assert snr_db(out, ref) >= 100
+    assert_infer_equivalent(out, ref, ref64)
     # without W_inverse precomputed, the in-graph float32 inverse must do as well
     out2 = infer(jax.tree_util.tree_map(jnp.asarray, params), to_jax(mel), [jnp.asarray(n) for n in noise])
-    assert snr_db(np.asarray(out2)[0], ref) >= 100
+    assert_infer_equivalent(np.asarray(out2)[0], ref, ref64)
 
 
 def test_infer_batch_and_pretrained_api(small):

@@ -1,10 +1,11 @@
 """BigVGAN inference speed: jaxvoc (jit, after warm-up) against the official PyTorch generator (inference mode,
 weight norm removed, all CPU threads), in one process, on the same mels.
 
-    python -m experiments.bench bigvgan [--config NAME] [--frames N] [--repeats R] [--device cpu|gpu]
+    python -m experiments.bench bigvgan [--config NAME] [--frames N] [--repeats R] [--device cpu|gpu] [--lengths]
 
 Ends with `bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
-jax speed over pytorch speed). Weights are random (the official init), which does not change the speed.
+jax speed over pytorch speed). ``--lengths`` also times jaxvoc with per-item lengths (``model(mel,
+lengths=...)``, the program `jaxvoc synth` runs) and prints its cost over the plain call. Weights are random (the official init), which does not change the speed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--lengths", action="store_true", help="also time model(mel, lengths=...)")
     args = p.parse_args(argv)
 
     import jax
@@ -59,13 +61,24 @@ def main(argv: list[str]) -> int:
         with torch.inference_mode():
             return model(mel_t)
 
-    t_jax, t_torch = rp.time_alternating([run_jax, run_torch], args.repeats, 2,
-                                         [rp.jax_sync, rp.torch_sync(args.device)])
+    lengths = np.arange(args.batch) % max(1, args.frames // 2) + args.frames - args.batch + 1  # <= frames
+
+    def run_jax_lengths():
+        with jax.default_device(jdev):
+            return jmodel(mel_j, lengths=lengths)
+
+    fns, syncs = [run_jax, run_torch], [rp.jax_sync, rp.torch_sync(args.device)]
+    if args.lengths:
+        fns, syncs = fns + [run_jax_lengths], syncs + [rp.jax_sync]
+    times = rp.time_alternating(fns, args.repeats, 2, syncs)
+    t_jax, t_torch = times[0], times[1]
     samples = args.batch * args.frames * cfg.hop_size
     k_jax, k_torch = samples / t_jax / 1e3, samples / t_torch / 1e3
     print(f"config {args.config}, {args.frames} frames x batch {args.batch} = {samples} samples, device "
           f"{args.device}, torch threads {torch.get_num_threads()}, jax {jax.__version__} ({jdev.platform}), "
           f"torch {torch.__version__}")
     print(f"median of {args.repeats}: jax {t_jax * 1e3:.1f} ms, pytorch {t_torch * 1e3:.1f} ms")
+    if args.lengths:
+        print(f"jax with lengths: {times[2] * 1e3:.1f} ms, {100 * (times[2] / t_jax - 1):+.1f}% over the plain call")
     print(f"bigvgan: jax {k_jax:.1f} kHz, pytorch {k_torch:.1f} kHz, ratio {k_jax / k_torch:.2f}")
     return 0

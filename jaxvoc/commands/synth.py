@@ -1,8 +1,10 @@
 """jaxvoc synth CKPT INPUT... -o OUT_DIR: waveforms from audio files or .npy mels with a converted vocoder.
 
 Inputs of different lengths are padded into a few length buckets (and batches to a fixed size), so that many
-files compile only a few programs. Mels are padded with the log-mel of silence; the output is cut back to
-each input's own length. Every input is read and checked before anything is written.
+files compile only a few programs. The model is given each item's true length (``vocode(..., lengths=)``,
+traced data: no extra compilation), so every output is what the model gives that input alone, whatever the
+padding: buckets change the speed, never the result. Every input is read and checked before anything is
+written.
 
 All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
 on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
@@ -27,7 +29,7 @@ def add_arguments(p):
     p.add_argument("--subtype", default="PCM_16", choices=["PCM_16", "FLOAT"], help="wav sample format")
     p.add_argument("--batch-size", type=int, default=4, help="files synthesized together (default 4)")
     p.add_argument("--no-bucket", action="store_true",
-                   help="no length buckets: every distinct length compiles once, output equals an unpadded run")
+                   help="no length buckets: every distinct length compiles once (the output is the same either way)")
     p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale (default 0.6)")
     p.add_argument("--denoise", type=float, default=0.0, help="WaveGlow: denoiser strength (default 0, off)")
     p.add_argument("--seed", type=int, default=0, help="WaveGlow: noise seed (default 0)")
@@ -98,9 +100,12 @@ def run(args) -> int:
     for L, idx in tqdm(batches, desc="synth", unit="batch", file=sys.stderr, disable=None):
         B = args.batch_size if bucket else len(idx)
         batch = np.full((B, L, model.num_mels), model.silence_level, np.float32)
+        lengths = np.full((B,), L, np.int32)  # rows filling up a batch: whole-length silence
         for r, i in enumerate(idx):
             batch[r, :len(mels[i])] = mels[i]
-        audio = np.asarray(model.vocode(batch, **opts))
+            lengths[r] = len(mels[i])
+        # without buckets every item of a batch is L frames long: the unmasked program, as model(mel) alone
+        audio = np.asarray(model.vocode(batch, lengths=lengths if bucket else None, **opts))
         for r, i in enumerate(idx):
             results[i] = audio[r, :len(mels[i]) * model.hop_size]
     with outputs:

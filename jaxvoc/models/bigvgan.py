@@ -24,7 +24,7 @@ from jaxvoc.models.vocoder import Vocoder
 from jaxvoc.errors import UserError
 from jaxvoc.io.config import load_dataclass, read_json
 from jaxvoc.nn.activations import Activation1d
-from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding
+from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding, zero_past
 
 Array = jax.Array
 
@@ -148,17 +148,20 @@ class AMPBlock1(nn.Module):
     filter: tuple[float, ...] | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, ends: Array | None = None) -> Array:
+        """``ends``: each item's valid length ([B] int; None: the whole tensor). The edge handling (zero
+        padding of each conv, replicate padding of the resamplers) then happens at each item's own end."""
         beta = self.activation == "snakebeta"
         k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{2 * i}")(x)
-            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs1_{i}")(xt)
             xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
-                              name=f"activations_{2 * i + 1}")(xt)
+                              name=f"activations_{2 * i}")(x, ends)
+            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
+                        kernel_init=_normal(0.01), name=f"convs1_{i}")(zero_past(xt, ends))
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
+                              name=f"activations_{2 * i + 1}")(xt, ends)
             xt = Conv1d(self.channels, k, padding=get_padding(k, 1), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs2_{i}")(xt)
+                        kernel_init=_normal(0.01), name=f"convs2_{i}")(zero_past(xt, ends))
             x = xt + x
         return x
 
@@ -174,45 +177,57 @@ class AMPBlock2(nn.Module):
     filter: tuple[float, ...] | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, ends: Array | None = None) -> Array:
+        """``ends``: as :class:`AMPBlock1`'s."""
         beta = self.activation == "snakebeta"
         k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{i}")(x)
+            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{i}")(x, ends)
             xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs_{i}")(xt)
+                        kernel_init=_normal(0.01), name=f"convs_{i}")(zero_past(xt, ends))
             x = xt + x
         return x
 
 
 class BigVGAN(nn.Module):
-    """The generator. ``__call__(mel)``: mel [B, frames, num_mels] -> audio [B, frames * hop_size]."""
+    """The generator. ``__call__(mel, lengths=None)``: mel [B, frames, num_mels] -> audio [B, frames *
+    hop_size].
+
+    ``lengths`` ([B] int, traced: one program per padded shape): each item's own number of frames. Item b's
+    first ``lengths[b] * hop_size`` samples are then what the official model gives that item alone at its
+    own length, whatever the mel holds past it (zero padding of every convolution and the resamplers'
+    replicate padding happen at each item's end, at every stage's resolution); the samples past it are
+    zero. ``None``: every item is the whole tensor (no masking at all)."""
 
     config: BigVGANConfig
 
     @nn.compact
-    def __call__(self, mel: Array) -> Array:
+    def __call__(self, mel: Array, lengths: Array | None = None) -> Array:
         h = self.config
-        x = Conv1d(h.upsample_initial_channel, 7, padding=3, weight_norm=True, name="conv_pre")(mel)
+        ends = None if lengths is None else jnp.asarray(lengths, jnp.int32)
+        x = Conv1d(h.upsample_initial_channel, 7, padding=3, weight_norm=True, name="conv_pre")(zero_past(mel, ends))
         block = AMPBlock1 if h.resblock == "1" else AMPBlock2
         n_k = len(h.resblock_kernel_sizes)
         ch = h.upsample_initial_channel
         for i, (u, k) in enumerate(zip(h.upsample_rates, h.upsample_kernel_sizes)):
             ch = h.upsample_initial_channel // (2 ** (i + 1))
+            # a transposed conv's output before the item's end u * ends reads only inputs before ends once
+            # those past it are zero (whatever the padding and output_padding crop off the front)
             x = ConvTranspose1d(ch, k, stride=u, padding=(k - u) // 2, weight_norm=True,
-                                kernel_init=_normal(0.01), name=f"ups_{i}_0")(x)
+                                kernel_init=_normal(0.01), name=f"ups_{i}_0")(zero_past(x, ends))
+            ends = None if ends is None else ends * u
             xs = None
             for j, (rk, rd) in enumerate(zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes)):
                 y = block(ch, rk, tuple(rd), h.activation, h.snake_logscale, h.jaxvoc_antialias_filter,
-                          name=f"resblocks_{i * n_k + j}")(x)
+                          name=f"resblocks_{i * n_k + j}")(x, ends)
                 xs = y if xs is None else xs + y
             x = xs / n_k
         x = Activation1d(beta=h.activation == "snakebeta", logscale=h.snake_logscale,
-                         filter=h.jaxvoc_antialias_filter, name="activation_post")(x)
+                         filter=h.jaxvoc_antialias_filter, name="activation_post")(x, ends)
         x = Conv1d(1, 7, padding=3, use_bias=h.use_bias_at_final, weight_norm=True,
-                   kernel_init=_normal(0.01), name="conv_post")(x)
+                   kernel_init=_normal(0.01), name="conv_post")(zero_past(x, ends))
         x = jnp.tanh(x) if h.use_tanh_at_final else jnp.clip(x, -1.0, 1.0)
-        return x[..., 0]
+        return zero_past(x, ends)[..., 0]
 
 
 def init_params(config: BigVGANConfig, seed: int = 0, frames: int = 8) -> dict:
@@ -222,9 +237,10 @@ def init_params(config: BigVGANConfig, seed: int = 0, frames: int = 8) -> dict:
 
 
 class Pretrained(Vocoder):
-    """A converted BigVGAN ready to call: ``model(mel)`` with mel [B, frames, num_mels] (or [frames,
-    num_mels]) -> audio [B, samples]; ``model.mel(audio)`` gives the matching log-mel. Weight norm is folded
-    unless ``fold=False``."""
+    """A converted BigVGAN ready to call: ``model(mel, lengths=None)`` with mel [B, frames, num_mels] (or
+    [frames, num_mels]) -> audio [B, frames * hop_size]; ``lengths`` [B]: each item's own frame count in a
+    padded batch (see :class:`BigVGAN`). ``model.mel(audio)`` gives the matching log-mel. Weight norm is
+    folded unless ``fold=False``."""
 
     kind = "bigvgan"
 
@@ -240,5 +256,5 @@ class Pretrained(Vocoder):
     def mel_config(self) -> MelConfig:
         return self.config.synthesis_mel
 
-    def _synthesize(self, params, mels: Array) -> Array:
-        return self.module.apply({"params": params}, mels)
+    def _synthesize(self, params, mels: Array, lengths: Array | None = None) -> Array:
+        return self.module.apply({"params": params}, mels, lengths)

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
 from jaxvoc.errors import UserError
@@ -84,13 +85,27 @@ class Vocoder:
         """Log-mel [B, frames, num_mels] of audio [B, samples] (or [samples]), as the model was trained on."""
         return self._mel(jnp.asarray(audio, jnp.float32), padded)
 
-    def vocode(self, mels, **opts) -> Array:
-        """mels [B, frames, num_mels] (or [frames, num_mels]) -> audio [B, frames * hop_size]."""
+    def vocode(self, mels, lengths=None, **opts) -> Array:
+        """mels [B, frames, num_mels] (or [frames, num_mels]) -> audio [B, frames * hop_size].
+
+        ``lengths`` ([B] ints, or one int for a 2-D mel): each item's own frame count in a padded batch. Item
+        b's first ``lengths[b] * hop_size`` samples are then what the model gives that item alone at its own
+        length, whatever ``mels`` holds past it, and the samples after them are zero. The lengths are traced
+        data: every set of lengths for one padded shape runs the same compiled program. ``None``: every item
+        is ``frames`` long (no masking: the fastest program)."""
         check_mel_layout(tuple(jnp.shape(mels)), self.num_mels)
         mels = jnp.asarray(mels, jnp.float32)
         squeeze = mels.ndim == 2
         static = tuple(sorted((k, v) for k, v in opts.items() if k in self.static_options))
         dyn = {k: v for k, v in opts.items() if k not in self.static_options}
+        if lengths is not None:
+            lengths = np.atleast_1d(np.asarray(lengths))
+            n_items, frames = (1, mels.shape[0]) if squeeze else mels.shape[:2]
+            if lengths.shape != (n_items,) or not np.issubdtype(lengths.dtype, np.integer):
+                raise ValueError(f"lengths must be {n_items} integer(s), got {lengths!r}")
+            if lengths.min() < 1 or lengths.max() > frames:
+                raise ValueError(f"lengths must lie in [1, {frames}] (the padded frame count), got {lengths}")
+            dyn["lengths"] = jnp.asarray(lengths, jnp.int32)
         out = self._synth(self.params, mels[None] if squeeze else mels, dyn, static)
         return out[0] if squeeze else out
 

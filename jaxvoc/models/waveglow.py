@@ -29,7 +29,7 @@ from jaxvoc.dsp.stft import MelConfig
 from jaxvoc.dsp.tacotron import STFTConfig, stft_inverse, stft_transform
 from jaxvoc.errors import UserError
 from jaxvoc.io.config import load_dataclass, read_json, refuse_unknown
-from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, fold_weight_norm
+from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, fold_weight_norm, zero_past
 from jaxvoc.models.base import from_checkpoint
 from jaxvoc.models.vocoder import Vocoder
 
@@ -177,7 +177,9 @@ class WN(nn.Module):
     kernel_size: int
 
     @nn.compact
-    def __call__(self, audio: Array, spect: Array) -> Array:
+    def __call__(self, audio: Array, spect: Array, ends: Array | None = None) -> Array:
+        """``ends``: each item's valid length in groups ([B] int; None: the whole tensor); the dilated convs
+        then zero-pad at each item's own end (every other layer is 1x1)."""
         nc = self.n_channels
         h = Conv1d(nc, 1, weight_norm=True, name="start")(audio)
         cond = Conv1d(2 * nc * self.n_layers, 1, weight_norm=True, name="cond_layer")(spect)
@@ -185,7 +187,7 @@ class WN(nn.Module):
         for i in range(self.n_layers):
             d = 2 ** i
             x = Conv1d(2 * nc, self.kernel_size, dilation=d, padding=(self.kernel_size * d - d) // 2,
-                       weight_norm=True, name=f"in_layers_{i}")(h)
+                       weight_norm=True, name=f"in_layers_{i}")(zero_past(h, ends) if self.kernel_size > 1 else h)
             acts = gated(x, cond[..., i * 2 * nc:(i + 1) * 2 * nc], nc)
             last = i == self.n_layers - 1
             rs = Conv1d(nc if last else 2 * nc, 1, weight_norm=True, name=f"res_skip_layers_{i}")(acts)
@@ -290,9 +292,9 @@ class WaveGlow(nn.Module):
             return jnp.concatenate([audio_1, audio_0], axis=-1)
         return jnp.concatenate([audio_0, audio_1], axis=-1)
 
-    def _coupling(self, k: int, audio_0: Array, spect: Array) -> tuple[Array, Array]:
+    def _coupling(self, k: int, audio_0: Array, spect: Array, ends: Array | None = None) -> tuple[Array, Array]:
         n_half = audio_0.shape[-1]
-        out = self.WN[k](audio_0, spect)
+        out = self.WN[k](audio_0, spect, ends)
         return out[..., n_half:], out[..., :n_half]  # log_s, b
 
     def __call__(self, mel: Array, audio: Array) -> tuple[Array, list[Array], list[Array]]:
@@ -319,11 +321,26 @@ class WaveGlow(nn.Module):
         return jnp.concatenate(early_out + [audio], axis=-1), log_s_list, log_det_list
 
     def infer(self, mel: Array, sigma: float | Array = 1.0, noise: Sequence[Array] | None = None,
-              rng: Array | None = None) -> Array:
+              rng: Array | None = None, lengths: Array | None = None) -> Array:
         """Synthesis. ``noise``: the standard-normal draws in the official order (first [B, G,
         n_remaining_channels], then [B, G, n_early_size] for each early exit from the last flow backwards;
-        see :func:`noise_shapes`); else drawn from ``rng``."""
+        see :func:`noise_shapes`); else drawn from ``rng``.
+
+        ``lengths`` ([B] int, traced): each item's own frame count in a padded batch. Item b's first
+        ``lengths[b] * 256`` samples are then what the official infer gives that item alone at its own length
+        with the same noise, whatever the mel holds past it (the up-sampler's crop and the WN convs' zero
+        padding happen at each item's end); the samples past it are zero. Noise drawn from ``rng`` is then
+        drawn per group position (:func:`draw_noise`), so an item's draws do not depend on the padded
+        length either."""
         c = self.config
+        ends = None
+        if lengths is not None:
+            lengths = jnp.asarray(lengths, jnp.int32)
+            mel = zero_past(mel, lengths)
+            ends = lengths * UPSAMPLE_STRIDE // c.n_group  # in groups, as the official unfold
+        # The transposed conv (no padding) is causal: its output before sample 256 * lengths[b] reads frames
+        # before lengths[b] only, so the official crop of the last 768 samples of each item's own output is
+        # the crop of the padded output at 256 * lengths[b] (the samples past it are don't-cares).
         spect = self.upsample(mel)
         spect = spect[:, :spect.shape[1] - (UPSAMPLE_KERNEL - UPSAMPLE_STRIDE)]
         spect = squeeze_mel(spect, c.n_group)
@@ -332,20 +349,37 @@ class WaveGlow(nn.Module):
         if noise is None:
             if rng is None:
                 raise ValueError("infer needs noise or rng")
-            keys = jax.random.split(rng, len(shapes))
-            noise = [jax.random.normal(key, s, spect.dtype) for key, s in zip(keys, shapes)]
+            noise = draw_noise(rng, shapes, spect.dtype, per_position=lengths is not None)
         if len(noise) != len(shapes) or any(tuple(n.shape) != s for n, s in zip(noise, shapes)):
             raise ValueError(f"noise shapes {[tuple(n.shape) for n in noise]} differ from {shapes}")
         draws = iter(noise)
         audio = sigma * next(draws)
         for k in reversed(range(c.n_flows)):
             audio_0, audio_1 = self._halves(k, audio)
-            s, b = self._coupling(k, audio_0, spect)
+            s, b = self._coupling(k, audio_0, spect, ends)
             audio_1 = (audio_1 - b) / jnp.exp(s)
             audio = self.convinv[k].inverse(self._join(k, audio_0, audio_1))
             if k % c.n_early_every == 0 and k > 0:
                 audio = jnp.concatenate([sigma * next(draws), audio], axis=-1)
+        audio = zero_past(audio, ends)
         return audio.reshape(B, G * c.n_group)
+
+
+def draw_noise(rng: Array, shapes: Sequence[tuple[int, int, int]], dtype=jnp.float32,
+               per_position: bool = False) -> list[Array]:
+    """Standard-normal draws of the given [B, G, C] shapes from one key (one sub-key per draw). With
+    ``per_position``, draw [b, g, :] comes from a key folded with b and g: the same whatever G (an item's
+    noise does not depend on how far its batch is padded)."""
+    keys = jax.random.split(rng, len(shapes))
+    if not per_position:
+        return [jax.random.normal(key, s, dtype) for key, s in zip(keys, shapes)]
+
+    def one(key, shape):
+        B, G, C = shape
+        at = lambda b, g: jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, b), g), (C,), dtype)  # noqa: E731
+        return jax.vmap(lambda b: jax.vmap(lambda g: at(b, g))(jnp.arange(G)))(jnp.arange(B))
+
+    return [one(key, s) for key, s in zip(keys, shapes)]
 
 
 def noise_shapes(config: WaveGlowConfig, batch: int, groups: int) -> list[tuple[int, int, int]]:
@@ -424,8 +458,9 @@ def denoise_audio(audio: Array, bias_spec: Array, strength: float | Array, stft:
 
 
 class Pretrained(Vocoder):
-    """A converted WaveGlow ready to call: ``model(mel, sigma=0.6, seed=0, denoise=0.0)`` with mel [B, frames,
-    n_mel_channels] (or [frames, n_mel_channels]) -> audio [B, frames * 256]; ``model.mel(audio)`` gives the
+    """A converted WaveGlow ready to call: ``model(mel, sigma=0.6, seed=0, denoise=0.0, lengths=None)`` with mel
+    [B, frames, n_mel_channels] (or [frames, n_mel_channels]) -> audio [B, frames * 256]; ``lengths`` [B]: each
+    item's own frame count in a padded batch (see :meth:`WaveGlow.infer`). ``model.mel(audio)`` gives the
     Tacotron2 log-mel. ``denoise`` > 0 applies the official Denoiser with that strength."""
 
     kind = "waveglow"
@@ -451,18 +486,21 @@ class Pretrained(Vocoder):
             self._bias_spec = Denoiser(self.module, self.params).bias_spec
         return self._bias_spec
 
-    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0) -> Array:
+    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0, lengths=None) -> Array:
+        """See :meth:`Vocoder.vocode` for ``lengths`` and :meth:`WaveGlow.infer` for the noise it implies.
+        The denoiser (``denoise`` > 0) runs on the whole padded output: with lengths, its STFT frames at an
+        item's end still see the zeros past it."""
         opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed)}
         if denoise and denoise > 0:
             opts["denoise"] = jnp.float32(denoise)
             opts["bias_spec"] = self.bias_spec
-        return super().vocode(mels, **opts)
+        return super().vocode(mels, lengths=lengths, **opts)
 
     __call__ = vocode
 
-    def _synthesize(self, params, mels: Array, sigma, seed, denoise=None, bias_spec=None) -> Array:
+    def _synthesize(self, params, mels: Array, sigma, seed, denoise=None, bias_spec=None, lengths=None) -> Array:
         rng = jax.random.PRNGKey(seed)
-        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, method=WaveGlow.infer)
+        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, lengths=lengths, method=WaveGlow.infer)
         if denoise is not None:
             audio = denoise_audio(audio, bias_spec, denoise)
         return audio

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvoc.nn.conv import pad_time
+from jaxvoc.nn.conv import hold_past, pad_time, valid_mask
 
 Array = jax.Array
 
@@ -193,9 +193,12 @@ def _taps(ratio: int, kernel_size: int, taps: Sequence[float] | None) -> np.ndar
 
 
 def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
-                    taps: Sequence[float] | None = None) -> list[Array]:
+                    taps: Sequence[float] | None = None, ends: Array | None = None) -> list[Array]:
     """BigVGAN's UpSample1d (replicate pad, depthwise transposed conv with the kaiser-sinc filter, times
     ``ratio``, crop) as ``ratio`` polyphase outputs: ``phases[j][:, s] == upsampled[:, s*ratio + j]``.
+    ``ends`` ([B] int, traced): each item's valid length; the replicate padding then happens at each item's
+    own end (positions past it read the item's last sample), so that ``phases[j][b, :ends[b]]`` is what the
+    item alone at its own length gives, whatever the input holds past its end.
 
     Each phase is a short FIR over shifted slices of the input: elementwise work that XLA fuses, instead of
     a depthwise transposed convolution (pathologically slow on XLA's CPU backend)."""
@@ -206,7 +209,7 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
     pad = k // r - 1
     pad_left = pad * r + (k - r) // 2
     L = x.shape[1]
-    xp = pad_time(x, pad, pad, "replicate")
+    xp = pad_time(hold_past(x, ends), pad, pad, "replicate")  # plain jnp ops: autodiff handles the fill
     phases = []
     for j in range(r):
         a = j + pad_left
@@ -217,14 +220,20 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
 
 
 def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int = 12,
-                      taps: Sequence[float] | None = None) -> Array:
+                      taps: Sequence[float] | None = None, ends: Array | None = None) -> Array:
     """BigVGAN's DownSample1d (replicate pad, kaiser-sinc low-pass, stride ``ratio``) applied to a signal given
-    as its ``ratio`` polyphase components (as :func:`upsample_phases` returns), without interleaving them."""
+    as its ``ratio`` polyphase components (as :func:`upsample_phases` returns), without interleaving them.
+    ``ends`` ([B] int, traced, in phase samples): each item's valid length; the replicate padding then uses
+    each item's own last sample ``phases[-1][b, ends[b] - 1]`` past its end."""
     r, k = ratio, kernel_size
     taps = _taps(r, k, taps)
     even = k % 2 == 0
     pad_left, pad_right = k // 2 - int(even), k // 2
     L = phases[0].shape[1]
+    if ends is not None:  # item b's interleaved signal ends at r * ends[b]; its last sample ends the last phase
+        last = hold_past(phases[-1], ends)  # past the end: phases[-1][b, ends[b] - 1] = y[r * ends[b] - 1]
+        keep = valid_mask(last, ends)
+        phases = [jnp.where(keep, p, last) for p in phases[:-1]] + [last]
     # Replicate padding of the interleaved signal: every phase extends left with its first sample y[0]
     # (phase 0) and right with its last sample y[rL-1] (phase r-1).
     ext_l = -(-pad_left // r)
@@ -253,10 +262,12 @@ class Activation1d(nn.Module):
     filter: tuple[float, ...] | None = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, ends: Array | None = None) -> Array:
+        """``ends``: each item's valid length ([B] int, traced; None: the whole tensor), see
+        :func:`upsample_phases`. Positions past an item's end hold unspecified values."""
         if self.up_ratio != self.down_ratio:
             raise NotImplementedError("Activation1d with different up and down ratios")
         act = Snake(beta=self.beta, logscale=self.logscale, name="act")
-        phases = upsample_phases(x, self.up_ratio, self.up_kernel_size, self.filter)
+        phases = upsample_phases(x, self.up_ratio, self.up_kernel_size, self.filter, ends)
         phases = [act(p) for p in phases]
-        return downsample_phases(phases, self.down_ratio, self.down_kernel_size, self.filter)
+        return downsample_phases(phases, self.down_ratio, self.down_kernel_size, self.filter, ends)

@@ -43,6 +43,31 @@ def pad_time(x: Array, left: int, right: int, mode: str = "zeros") -> Array:
     return jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode=jmode)
 
 
+def valid_mask(x: Array, ends: Array) -> Array:
+    """[B, T, 1] booleans: position t of item b is before ``ends[b]``."""
+    return (jnp.arange(x.shape[1])[None, :] < jnp.asarray(ends)[:, None])[..., None]
+
+
+def zero_past(x: Array, ends: Array | None) -> Array:
+    """x [B, T, C] with every position at or past item b's ``ends[b]`` set to zero (identity for ``ends=None``).
+    Before a zero-padded convolution this makes each item's valid outputs what the item alone, at its own
+    length, would give: the convolution then reads zeros past the item's end, as its own zero padding. A
+    ``where`` rather than a product, so that Inf or NaN past the end cannot leak in."""
+    if ends is None:
+        return x
+    return jnp.where(valid_mask(x, ends), x, jnp.zeros((), x.dtype))
+
+
+def hold_past(x: Array, ends: Array | None) -> Array:
+    """x [B, T, C] with every position at or past ``ends[b]`` replaced by item b's last valid sample
+    ``x[b, ends[b] - 1]`` (identity for ``ends=None``): replicate padding at each item's own end."""
+    if ends is None:
+        return x
+    ends = jnp.asarray(ends)
+    last = jnp.take_along_axis(x, jnp.clip(ends - 1, 0, x.shape[1] - 1)[:, None, None], axis=1)  # [B, 1, C]
+    return jnp.where(valid_mask(x, ends), x, last)
+
+
 def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, padding: Padding = 0,
            groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
     """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout]."""
