@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxvoc.nn.conv import hold_past, pad_time, valid_mask
+from jaxvoc.nn.conv import hold_past, last_sample, pad_time
 
 Array = jax.Array
 
@@ -209,7 +209,7 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
     pad = k // r - 1
     pad_left = pad * r + (k - r) // 2
     L = x.shape[1]
-    xp = pad_time(hold_past(x, ends), pad, pad, "replicate")  # plain jnp ops: autodiff handles the fill
+    xp = pad_time(hold_past(x, ends, k), pad, pad, "replicate")  # plain jnp ops: autodiff handles the fill
     phases = []
     for j in range(r):
         a = j + pad_left
@@ -231,9 +231,8 @@ def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int 
     pad_left, pad_right = k // 2 - int(even), k // 2
     L = phases[0].shape[1]
     if ends is not None:  # item b's interleaved signal ends at r * ends[b]; its last sample ends the last phase
-        last = hold_past(phases[-1], ends)  # past the end: phases[-1][b, ends[b] - 1] = y[r * ends[b] - 1]
-        keep = valid_mask(last, ends)
-        phases = [jnp.where(keep, p, last) for p in phases[:-1]] + [last]
+        last = last_sample(phases[-1], ends)  # phases[-1][b, ends[b] - 1] = y[r * ends[b] - 1]
+        phases = [hold_past(p, ends, k, last) for p in phases]
     # Replicate padding of the interleaved signal: every phase extends left with its first sample y[0]
     # (phase 0) and right with its last sample y[rL-1] (phase r-1).
     ext_l = -(-pad_left // r)
