@@ -137,6 +137,17 @@ def official_configs() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json"))
 
 
+def _act_conv(block, x: Array, ends: Array | None, act: str, conv: str, dilation: int) -> Array:
+    """The unit of both AMP blocks: anti-aliased activation ``act``, then the weight-normed conv ``conv``
+    ("same" zero padding at each item's end). Called inside a block's compact ``__call__``: the two
+    sub-modules become that block's children under the official names."""
+    k = block.kernel_size
+    xt = Activation1d(beta=block.activation == "snakebeta", logscale=block.logscale, filter=block.filter,
+                      name=act)(x, ends)
+    return Conv1d(block.channels, k, dilation=dilation, padding=get_padding(k, dilation), weight_norm=True,
+                  kernel_init=_normal(0.01), name=conv)(zero_past(xt, ends))
+
+
 class AMPBlock1(nn.Module):
     """Per dilation: act -> dilated conv -> act -> conv (dilation 1), added to the input."""
 
@@ -151,18 +162,9 @@ class AMPBlock1(nn.Module):
     def __call__(self, x: Array, ends: Array | None = None) -> Array:
         """``ends``: each item's valid length ([B] int; None: the whole tensor). The edge handling (zero
         padding of each conv, replicate padding of the resamplers) then happens at each item's own end."""
-        beta = self.activation == "snakebeta"
-        k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
-                              name=f"activations_{2 * i}")(x, ends)
-            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs1_{i}")(zero_past(xt, ends))
-            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter,
-                              name=f"activations_{2 * i + 1}")(xt, ends)
-            xt = Conv1d(self.channels, k, padding=get_padding(k, 1), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs2_{i}")(zero_past(xt, ends))
-            x = xt + x
+            xt = _act_conv(self, x, ends, f"activations_{2 * i}", f"convs1_{i}", d)
+            x = _act_conv(self, xt, ends, f"activations_{2 * i + 1}", f"convs2_{i}", 1) + x
         return x
 
 
@@ -179,13 +181,8 @@ class AMPBlock2(nn.Module):
     @nn.compact
     def __call__(self, x: Array, ends: Array | None = None) -> Array:
         """``ends``: as :class:`AMPBlock1`'s."""
-        beta = self.activation == "snakebeta"
-        k = self.kernel_size
         for i, d in enumerate(self.dilation):
-            xt = Activation1d(beta=beta, logscale=self.logscale, filter=self.filter, name=f"activations_{i}")(x, ends)
-            xt = Conv1d(self.channels, k, dilation=d, padding=get_padding(k, d), weight_norm=True,
-                        kernel_init=_normal(0.01), name=f"convs_{i}")(zero_past(xt, ends))
-            x = xt + x
+            x = _act_conv(self, x, ends, f"activations_{i}", f"convs_{i}", d) + x
         return x
 
 
