@@ -26,3 +26,14 @@ def open_model(args, kinds: tuple[str, ...], fix: str):
 def open_codec(args):
     """(output stems, codec model) for encode and decode."""
     return open_model(args, ("codec",), "convert a NeMo codec with jaxvoc convert codec MODEL.nemo DIR")
+
+
+def write_wavs(outputs, out_dir: str, stems: list[str], audios, sampling_rate: int, subtype: str) -> None:
+    """``out_dir/<stem>.wav`` for every stem, all or none (``outputs``: the command's AllOrNothing)."""
+    import os
+
+    from jaxvoc.io.audio import write_wav
+
+    with outputs:
+        for stem, audio in zip(stems, audios):
+            write_wav(outputs.stage(os.path.join(out_dir, stem + ".wav"), ".wav"), audio, sampling_rate, subtype)

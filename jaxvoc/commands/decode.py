@@ -91,10 +91,9 @@ def read_tokens(path: str, model) -> tuple[np.ndarray, int]:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
+    from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec, write_wavs
     from jaxvoc.io.atomic import AllOrNothing
-    from jaxvoc.io.audio import write_wav
-    from jaxvoc.io.batching import plan_batches
+    from jaxvoc.io.batching import fill_batch, plan_batches
 
     stems, model = open_codec(args)
     cfg = model.config
@@ -106,19 +105,13 @@ def run(args) -> int:
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(plan, desc="decode", unit="batch", file=sys.stderr, disable=None):
         B = args.batch_size if bucket else len(idx)
-        batch = np.zeros((B, cfg.num_codebooks, L), np.int32)
-        lengths = np.full((B,), L, np.int32)
-        for r, i in enumerate(idx):
-            batch[r, :, :items[i][0].shape[1]] = items[i][0]
-            lengths[r] = items[i][0].shape[1]
+        batch, lengths = fill_batch([items[i][0] for i in idx], B, L, 0, axis=1, dtype=np.int32)
         audio, _ = model.decode(batch, lengths, isolate=True)
         audio = np.asarray(audio)
         for r, i in enumerate(idx):
             results[i] = audio[r, :items[i][1]]
-    with outputs:
-        for i, stem in enumerate(stems):
-            write_wav(outputs.stage(os.path.join(args.out_dir, stem + ".wav"), ".wav"), results[i],
-                      cfg.out_sample_rate, args.subtype)
+    write_wavs(outputs, args.out_dir, stems, [results[i] for i in range(len(stems))], cfg.out_sample_rate,
+               args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations['decode'] - before} compilation(s) "
           f"of the decoder for {n_buckets} length bucket(s)")
     return 0

@@ -22,7 +22,7 @@ import numpy as np
 from jaxvoc.io.atomic import AllOrNothing, naming
 from jaxvoc.commands.common import CODEC_BUCKET_FRAMES, open_codec
 from jaxvoc.errors import UserError
-from jaxvoc.io.batching import plan_batches
+from jaxvoc.io.batching import fill_batch, plan_batches
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc codec checkpoint folder (from jaxvoc convert codec)")
@@ -62,11 +62,7 @@ def run(args) -> int:
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(plan, desc="encode", unit="batch", file=sys.stderr, disable=None):
         B = args.batch_size if bucket else len(idx)
-        batch = np.zeros((B, L * spf), np.float32)
-        lengths = np.full((B,), L * spf, np.int32)  # filler rows: silence of the full length
-        for r, i in enumerate(idx):
-            batch[r, :len(audios[i])] = audios[i]
-            lengths[r] = len(audios[i])
+        batch, lengths = fill_batch([audios[i] for i in idx], B, L * spf, 0, dtype=np.float32)  # filler: silence
         tokens, tlen = model.encode(batch, lengths, isolate=True)
         tokens, tlen = np.asarray(tokens), np.asarray(tlen)
         for r, i in enumerate(idx):

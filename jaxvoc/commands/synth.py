@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 
-from jaxvoc.commands.common import open_model
+from jaxvoc.commands.common import open_model, write_wavs
 from jaxvoc.errors import UserError
-from jaxvoc.io.batching import bucket_length, plan_batches
+from jaxvoc.io.batching import bucket_length, fill_batch, plan_batches
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc checkpoint folder (from jaxvoc convert)")
@@ -86,7 +86,6 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from jaxvoc.io.atomic import AllOrNothing
-    from jaxvoc.io.audio import write_wav
 
     stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
     bucket = not args.no_bucket
@@ -99,19 +98,14 @@ def run(args) -> int:
     results: dict[int, np.ndarray] = {}
     for L, idx in tqdm(batches, desc="synth", unit="batch", file=sys.stderr, disable=None):
         B = args.batch_size if bucket else len(idx)
-        batch = np.full((B, L, model.num_mels), model.silence_level, np.float32)
-        lengths = np.full((B,), L, np.int32)  # rows filling up a batch: whole-length silence
-        for r, i in enumerate(idx):
-            batch[r, :len(mels[i])] = mels[i]
-            lengths[r] = len(mels[i])
+        # rows filling up a batch: whole-length silence
+        batch, lengths = fill_batch([mels[i] for i in idx], B, L, model.silence_level, dtype=np.float32)
         # without buckets every item of a batch is L frames long: the unmasked program, as model(mel) alone
         audio = np.asarray(model.vocode(batch, lengths=lengths if bucket else None, **opts))
         for r, i in enumerate(idx):
             results[i] = audio[r, :len(mels[i]) * model.hop_size]
-    with outputs:
-        for i, stem in enumerate(stems):
-            write_wav(outputs.stage(os.path.join(args.out_dir, stem + ".wav"), ".wav"), results[i],
-                      model.sampling_rate, args.subtype)
+    write_wavs(outputs, args.out_dir, stems, [results[i] for i in range(len(stems))], model.sampling_rate,
+               args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations - before} compilation(s) of the "
           f"{model.kind} generator for {n_buckets} length bucket(s)")
     return 0

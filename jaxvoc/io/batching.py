@@ -39,3 +39,22 @@ def unique_stems(paths: list[str]) -> list[str]:
     if dup:
         raise UserError(f"several inputs share the stem {sorted(dup)[0]!r}; their outputs would collide")
     return stems
+
+
+def fill_batch(items: list, rows: int, length: int, fill: float = 0, axis: int = 0, dtype=None):
+    """(batch, lengths): the arrays ``items`` padded with ``fill`` to ``length`` along their ``axis`` and
+    stacked into ``rows`` rows (rows past the items are all ``fill``, whole length), and each row's own
+    length (int32 [rows]) for the model's ``lengths`` argument."""
+    import numpy as np
+
+    first = np.asarray(items[0])
+    shape = list(first.shape)
+    shape[axis] = length
+    batch = np.full((rows, *shape), fill, dtype or first.dtype)
+    lengths = np.full((rows,), length, np.int32)
+    for r, item in enumerate(items):
+        n = np.shape(item)[axis]
+        index = (r,) + (slice(None),) * axis + (slice(0, n),)
+        batch[index] = item
+        lengths[r] = n
+    return batch, lengths
