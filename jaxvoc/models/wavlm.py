@@ -215,32 +215,19 @@ class Dense(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """torch.nn.LayerNorm over the last axis (biased variance, eps inside the square root)."""
+    """torch.nn.LayerNorm over the last axis (biased variance, eps inside the square root); with ``axis=1``,
+    torch.nn.GroupNorm with one group per channel on [B, T, C] (every channel normalised over time)."""
 
     eps: float = 1e-5
+    axis: int = -1
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) / jnp.sqrt(var + self.eps) * scale.astype(x.dtype) + bias.astype(x.dtype)
-
-
-class ChannelNorm(nn.Module):
-    """torch.nn.GroupNorm with one group per channel, on [B, T, C]: every channel normalised over time."""
-
-    eps: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,))
-        bias = self.param("bias", nn.initializers.zeros, (c,))
-        mean = jnp.mean(x, axis=1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=1, keepdims=True)
+        mean = jnp.mean(x, axis=self.axis, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=self.axis, keepdims=True)
         return (x - mean) / jnp.sqrt(var + self.eps) * scale.astype(x.dtype) + bias.astype(x.dtype)
 
 
@@ -279,7 +266,7 @@ class ConvLayer(nn.Module):
     def __call__(self, x: Array) -> Array:
         x = FeatureConv(self.features, self.kernel_size, self.stride, self.use_bias, name="conv")(x)
         if self.norm == "group":
-            x = ChannelNorm(name="layer_norm")(x)
+            x = LayerNorm(axis=1, name="layer_norm")(x)  # GroupNorm, one group per channel
         elif self.norm == "layer":
             x = LayerNorm(name="layer_norm")(x)
         return ACTIVATIONS[self.activation](x)
