@@ -10,6 +10,10 @@
 * Checkpoints every ``checkpoint_interval`` steps and at the end (``checkpointing.py``).
 * A NaN/Inf in any loss or gradient norm stops the run with one message; no checkpoint is written after
   the last finite step (losses are checked one step behind the device, and always before a save).
+* Several processes (one job, ``jax.distributed``): one mesh over all their devices, each process feeds its
+  rows of the global batch; process 0 holds the run-folder lock, writes the logs, runs the validation (on
+  parameters gathered to its host) and writes the export; a watchdog ends every process with one line when
+  a peer dies (``sharding.Watchdog``).
 """
 
 from __future__ import annotations
@@ -171,8 +175,45 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     t = cfg.train
     total = int(max_steps or t.training_steps)
     ckpt_dir = os.path.join(cfg.run_dir, "checkpoints")
-    latest = checkpointing.latest_step(ckpt_dir)
     check_start(init, resume, cfg.kind)
+    held: list = []  # the run-folder lock and the watchdog, once taken (after the input is checked)
+    try:
+        return _train(cfg, resume, init, task, total, ckpt_dir, progress, held)
+    finally:
+        for h in reversed(held):
+            h.release() if hasattr(h, "release") else h.stop()
+
+
+def _lock_run_folder(run_dir: str):
+    """Process 0 takes the run-folder lock; with several processes the others learn the outcome from the
+    coordinator (and stop with the same one-line error when it was refused)."""
+    n, primary = jax.process_count(), jax.process_index() == 0
+    lock, err = None, ""
+    if primary:
+        try:
+            lock = checkpointing.RunLock(run_dir).acquire()
+        except UserError as e:
+            err = str(e) or "refused"
+    if n > 1:
+        client = sharding.distributed_client()
+        if primary:
+            client.key_value_set("jaxvoc/lock", "ERR " + err if err else "OK")
+        else:
+            got = client.blocking_key_value_get("jaxvoc/lock", 1000 * sharding.INIT_TIMEOUT_S)
+            err = got[4:] if got.startswith("ERR ") else ""
+    if err:
+        raise UserError(err)
+    return lock
+
+
+def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, ckpt_dir: str,
+           progress: bool | None, held: list) -> dict:
+    from tqdm import tqdm
+
+    from jaxvoc.train.tasks import build_task
+
+    t = cfg.train
+    latest = checkpointing.latest_step(ckpt_dir)
     if resume and latest is None:
         raise UserError(f"nothing to resume: no checkpoint in {ckpt_dir}; run without --resume")
     if not resume and latest is not None:
@@ -180,7 +221,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                         "continue that run, or set train.checkpoint_path to a new folder")
     task = task or build_task(cfg)
     mesh = sharding.make_mesh(t.fsdp)
-    local_bs = sharding.check_batch_size(cfg.batch_size, mesh)
+    sharding.check_batch_size(cfg.batch_size, mesh)
     primary = jax.process_index() == 0
 
     # data
@@ -191,11 +232,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val) for f in val_files]
     clips = [c for c in clips if len(c) >= 4 * task.hop_size]
     ds = data.train_dataset(train_files, segment_size=cfg.segment_size, sampling_rate=cfg.sampling_rate,
-                            batch_size=local_bs, seed=cfg.seed, style=task.style,
+                            batch_size=cfg.batch_size, seed=cfg.seed, style=task.style,
                             process_index=jax.process_index(), process_count=jax.process_count(),
                             num_threads=t.data_threads)
     iterator = iter(ds)
-    validator = Validator(task, clips) if clips else None
+    multi = jax.process_count() > 1
+    lock = _lock_run_folder(cfg.run_dir)  # nothing is written to the run folder before this
+    held += [lock] if lock is not None else []
+    held.append(sharding.Watchdog(cfg.run_dir))
+    validator = Validator(task, clips) if clips and primary else None
+    validating = bool(clips)  # the same on every process
+    resolved = checkpointing.resolved_config(cfg)
 
     # state and step, sharded
     setup = build(task, mesh, cfg.segment_size, cfg.seed, t.fsdp_min_size)
@@ -203,8 +250,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     if resume:
         ckpt = checkpointing.Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpointing)
         try:
-            state, _ = ckpt.restore(latest, checkpointing.abstract_with_shardings(setup.abstract_state, state_sh),
-                                    iterator)
+            state, iterator, latest = ckpt.restore_latest_good(
+                checkpointing.abstract_with_shardings(setup.abstract_state, state_sh), lambda: iter(ds), resolved)
         except BaseException:
             ckpt.close()
             raise
@@ -220,7 +267,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     step_fn = setup.step
 
     logger = _Logger(cfg.run_dir, primary)
-    meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path}
+    meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path, "resolved": resolved,
+            "processes": jax.process_count()}
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step", disable=not (progress and primary),
@@ -262,8 +310,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             if bar.disable and primary:
                 print(f"step {s}: {_fmt(m, task.metric_keys)}", flush=True)
 
-    def validate(s: int) -> float:
-        err, samples = validator(state)
+    def validate(s: int) -> float | None:
+        if multi:  # every process takes part in the gather; process 0 synthesises on its own device
+            host = sharding.to_host(state)
+            if validator is None:
+                return None
+            err, samples = validator(host)
+        else:
+            err, samples = validator(state)
         logger.scalars(s, {"mel_spec_error": err}, "validation", "validation.jsonl")
         for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
             logger.media(s, f"generated/{j}", y, m, cfg.sampling_rate)
@@ -275,7 +329,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
 
     first_step = step
     try:
-        if validator is not None and not resume:  # the starting point of the validation curve
+        if validating and not resume:  # the starting point of the validation curve
             last_val = validate(step)
         while step < total:
             audio = next(iterator)
@@ -286,7 +340,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                 report(pending[0], check(*pending))
             pending = (step, metrics)
             save_now = step % t.checkpoint_interval == 0 or step == total
-            validate_now = validator is not None and (step % t.validation_interval == 0 or step == total)
+            validate_now = validating and (step % t.validation_interval == 0 or step == total)
             if save_now or validate_now or step % t.summary_interval == 0:
                 report(step, check(*pending))
                 pending = None
@@ -307,9 +361,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             pass
 
     export_dir = None
-    if t.export_at_end and jax.process_count() == 1 and step >= total:
+    if t.export_at_end and step >= total:  # parameters gathered to the host; process 0 writes
         export_dir = os.path.join(cfg.run_dir, "export")
-        task.export(state, export_dir)
+        host = sharding.to_host(state)
+        if primary:
+            task.export(host, export_dir)
+    if multi:  # the others wait for process 0's export before the runtime shuts down
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxvoc train end")
     if primary:
         val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
         print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"

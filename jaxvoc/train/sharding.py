@@ -13,9 +13,12 @@
   miscompiles jaxvoc's sub-pixel transposed convolution when its kernel arrives split along the tap axis
   and the batch is split too (the output was wrong by O(10)); with gathered weights every op sees the
   layout it would see on one device, and the sharded step matches the single-device one (tests).
-* Several processes (multi-host): :func:`initialize_distributed` calls ``jax.distributed.initialize`` once;
-  each process loads its own share of the data (see ``data.py``) and :func:`global_batch` assembles the
-  global array from the per-process parts.
+* Several processes (multi-host): :func:`initialize_distributed` calls ``jax.distributed.initialize`` once
+  (CPU collectives over gloo; the coordinator declares a process dead after ``HEARTBEAT_TIMEOUT_S``); the
+  mesh spans the devices of all processes (process-major, so each process holds a contiguous block of batch
+  rows); each process loads its own rows of the global batch (see ``data.py``) and :func:`global_batch`
+  assembles the global array from the per-process parts. :func:`to_host` gathers a sharded tree to every
+  process as numpy (export, validation). :class:`Watchdog` ends a process whose peer died with one line.
 """
 
 from __future__ import annotations
@@ -33,6 +36,15 @@ AXES = ("data", "fsdp")  # the mesh; a batch is split over both axes, parameters
 
 _distributed_done = False
 
+# Multi-process failure detection (seconds). A process is declared dead when the coordinator hears no
+# heartbeat from it for HEARTBEAT_TIMEOUT_S; jaxvoc's watchdog polls the coordinator every WATCHDOG_POLL_S
+# and ends the surviving processes with one line when a peer is dead or the coordinator is gone, so a
+# survivor exits within about HEARTBEAT_TIMEOUT_S + 2 * WATCHDOG_POLL_S of a peer's death. Env overrides:
+# JAXVOC_HEARTBEAT_TIMEOUT, JAXVOC_INIT_TIMEOUT.
+HEARTBEAT_TIMEOUT_S = 20
+INIT_TIMEOUT_S = 300
+WATCHDOG_POLL_S = 1.0
+
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None) -> None:
@@ -49,7 +61,14 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         return
     kw = {k: v for k, v in (("coordinator_address", coordinator), ("num_processes", num_processes),
                             ("process_id", process_id)) if v is not None}
+    kw["heartbeat_timeout_seconds"] = int(env.get("JAXVOC_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
+    kw["initialization_timeout"] = int(env.get("JAXVOC_INIT_TIMEOUT", INIT_TIMEOUT_S))
+    kw["shutdown_timeout_seconds"] = kw["initialization_timeout"]
     try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices of several processes
+        # a dead task does not make the runtime abort the others (a multi-line fatal log): the Watchdog
+        # sees it among the dead nodes and ends them with one line
+        jax.config.update("jax_enable_recoverability", True)
         jax.distributed.initialize(**kw)
     except Exception as e:  # wrong address, missing ids: one line for the user
         raise UserError(f"cannot start multi-process JAX ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
@@ -57,9 +76,67 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     _distributed_done = True
 
 
+def distributed_client():
+    """jax's coordination-service client (None for a single process)."""
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+class Watchdog:
+    """A daemon thread, in multi-process runs only: every ``WATCHDOG_POLL_S`` it asks the coordinator which
+    processes are alive; when one is not (dead past the heartbeat timeout) or the coordinator cannot be
+    reached, it prints ``jaxvoc: error: ...`` (one line) and ends this process with exit code 2 at once
+    (``os._exit``: the main thread may be blocked in a collective that will never complete)."""
+
+    def __init__(self, run_dir: str):
+        import threading
+
+        self.run_dir = run_dir
+        self.client = distributed_client()
+        self.n = jax.process_count()
+        self._stop = threading.Event()
+        self._thread = None
+        if self.client is not None and self.n > 1:
+            self._thread = threading.Thread(target=self._watch, name="jaxvoc-watchdog", daemon=True)
+            self._thread.start()
+
+    def _die(self, why: str) -> None:
+        import sys
+
+        if self._stop.is_set():
+            return
+        print(f"jaxvoc: error: {why}; process {jax.process_index()} stops too (no checkpoint is written after "
+              f"the last complete one); restart all {self.n} processes with --resume to continue {self.run_dir}",
+              file=sys.stderr, flush=True)
+        os._exit(2)
+
+    def _watch(self) -> None:
+        ids = list(range(self.n))
+        while not self._stop.wait(WATCHDOG_POLL_S):
+            try:
+                live = self.client.get_live_nodes(ids)
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                self._die(f"lost the multi-process coordinator ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:120] if str(e) else 'no reply'}); process 0 probably died")
+                return
+            dead = sorted(set(ids) - set(int(i) for i in live))
+            if dead:
+                self._die(f"process(es) {dead} of {self.n} stopped responding (no heartbeat for "
+                          f"{HEARTBEAT_TIMEOUT_S} s)")
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def make_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
     """A ``(data, fsdp)`` mesh over ``devices`` (default: all devices of all processes)."""
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:  # process-major: each process's devices are one contiguous block of batch rows
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = list(devices)
     n = len(devices)
     if fsdp < 1 or n % fsdp:
         raise UserError(f"fsdp={fsdp} does not divide the {n} devices; choose a divisor of {n}")
@@ -107,8 +184,22 @@ def gather_params(mesh: Mesh):
 
 
 def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """The global batch array from this process's rows (the process-local part of the leading axis)."""
-    return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+    """The global batch array from this process's rows (the process-local part of the leading axis: with
+    the process-major mesh of :func:`make_mesh`, process ``p`` of ``n`` holds rows
+    ``[p * B / n, (p + 1) * B / n)``)."""
+    local = np.asarray(local)
+    shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+    return jax.make_array_from_process_local_data(sharding, local, shape)
+
+
+def to_host(tree: Any) -> Any:
+    """A tree of (possibly sharded, possibly multi-process) arrays as full numpy arrays on this host. With
+    several processes every process must call it (an all-gather)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> int:
