@@ -90,7 +90,7 @@ class Checkpointer:
         keys); a damaged one (missing, truncated or corrupt files) is skipped with one warning line; with
         several processes they agree on every candidate (all restore it or all skip it)."""
         steps = sorted(self.all_steps(), reverse=True)
-        skipped = []
+        skipped, bad = [], []
         for step in steps:
             iterator = data_iterator_factory()
             why = None
@@ -114,12 +114,29 @@ class Checkpointer:
                 why = why or "another process could not restore it"
             if why is None:
                 if skipped:
-                    warn(f"skipped damaged checkpoint(s) {', '.join(skipped)} in {self.directory}; resuming from "
-                         f"step {step}")
+                    aside = self._move_aside(bad)
+                    warn(f"skipped damaged checkpoint(s) {', '.join(skipped)} in {self.directory} (moved to "
+                         f"{aside}); resuming from step {step}")
                 return state, iterator, step
             skipped.append(f"step {step} ({why})")
+            bad.append(step)
         raise UserError(f"no usable checkpoint in {self.directory}: {'; '.join(skipped)}; delete the damaged "
                         "step folders, or start a new run folder")
+
+    def _move_aside(self, steps: list[int]) -> str:
+        """Moves damaged step folders to ``<run>/damaged_checkpoints/`` (process 0; all wait), so that the
+        run can write those steps again."""
+        aside = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                if os.path.exists(src):
+                    os.replace(src, os.path.join(aside, f"{step}-{stamp}"))
+        _all_agree(True)  # a barrier: the folders are gone for every process
+        self.manager.reload()
+        return aside
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any, damaged_ok: bool = False
                 ) -> tuple[Any, dict]:

@@ -239,7 +239,7 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     multi = jax.process_count() > 1
     lock = _lock_run_folder(cfg.run_dir)  # nothing is written to the run folder before this
     held += [lock] if lock is not None else []
-    held.append(sharding.Watchdog(cfg.run_dir))
+    held.append(sharding.Watchdog(cfg.run_dir, on_exit=lock.release if lock is not None else None))
     validator = Validator(task, clips) if clips and primary else None
     validating = bool(clips)  # the same on every process
     resolved = checkpointing.resolved_config(cfg)

@@ -61,7 +61,9 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         return
     kw = {k: v for k, v in (("coordinator_address", coordinator), ("num_processes", num_processes),
                             ("process_id", process_id)) if v is not None}
-    kw["heartbeat_timeout_seconds"] = int(env.get("JAXVOC_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
+    global HEARTBEAT_TIMEOUT_S
+    HEARTBEAT_TIMEOUT_S = int(env.get("JAXVOC_HEARTBEAT_TIMEOUT", HEARTBEAT_TIMEOUT_S))
+    kw["heartbeat_timeout_seconds"] = HEARTBEAT_TIMEOUT_S
     kw["initialization_timeout"] = int(env.get("JAXVOC_INIT_TIMEOUT", INIT_TIMEOUT_S))
     kw["shutdown_timeout_seconds"] = kw["initialization_timeout"]
     try:
@@ -89,10 +91,11 @@ class Watchdog:
     reached, it prints ``jaxvoc: error: ...`` (one line) and ends this process with exit code 2 at once
     (``os._exit``: the main thread may be blocked in a collective that will never complete)."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, on_exit=None):
         import threading
 
         self.run_dir = run_dir
+        self.on_exit = on_exit  # called before the process ends (releases the run-folder lock)
         self.client = distributed_client()
         self.n = jax.process_count()
         self._stop = threading.Event()
@@ -109,7 +112,11 @@ class Watchdog:
         print(f"jaxvoc: error: {why}; process {jax.process_index()} stops too (no checkpoint is written after "
               f"the last complete one); restart all {self.n} processes with --resume to continue {self.run_dir}",
               file=sys.stderr, flush=True)
-        os._exit(2)
+        try:
+            if self.on_exit is not None:
+                self.on_exit()
+        finally:
+            os._exit(2)
 
     def _watch(self) -> None:
         ids = list(range(self.n))
