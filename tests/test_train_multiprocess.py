@@ -170,7 +170,7 @@ def test_gan_two_processes_match_one_process(gan):
 def _resume_and_compare(root, runs, name, logs_killed):
     logs = finish(launch(root / f"{name}.json", 2, root / f"logs_{name}_resume", "--resume"))
     resumed = int(logs[0].split("resumed from step ")[1].split(";")[0])
-    assert resumed in (2, 4) and resumed < STEPS or resumed == 2, logs[0]
+    assert resumed == 2, logs[0]  # killed after step 3 was reported: the step-2 checkpoint
     assert f"{STEPS} steps done" in logs[0]
     differ = bitwise_equal(state_at(runs[name], STEPS), state_at(runs["multi"], STEPS))
     assert not differ, differ[:5]

@@ -179,6 +179,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     held: list = []  # the run-folder lock and the watchdog, once taken (after the input is checked)
     try:
         return _train(cfg, resume, init, task, total, ckpt_dir, progress, held)
+    except Exception as e:
+        if not isinstance(e, UserError):  # a peer's death seen as a failing collective: the watchdog's line
+            for h in held:
+                if isinstance(h, sharding.Watchdog):
+                    h.grace()
+        raise
     finally:
         for h in reversed(held):
             h.release() if hasattr(h, "release") else h.stop()

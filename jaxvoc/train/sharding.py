@@ -135,6 +135,14 @@ class Watchdog:
                           f"{HEARTBEAT_TIMEOUT_S} s)")
                 return
 
+    def grace(self) -> None:
+        """After an unexpected error in the main thread (e.g. a collective failing because a peer died):
+        give the watchdog time to recognise a dead peer and end the process with its one line."""
+        import time
+
+        if self._thread is not None and not self._stop.is_set():
+            time.sleep(HEARTBEAT_TIMEOUT_S + 3 * WATCHDOG_POLL_S)
+
     def stop(self) -> None:
         self._stop.set()
 
