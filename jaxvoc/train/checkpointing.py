@@ -239,6 +239,20 @@ class RunLock:
         self._stop = threading.Event()
         self._thread = None
 
+    def check_free(self) -> None:
+        """Raises the in-use error when a live holder has the lock (changes nothing)."""
+        if os.path.exists(self.path):
+            holder = self._read()
+            if self._stale(holder) is None:
+                self._refuse(holder)
+
+    def _refuse(self, holder: dict | None) -> None:
+        h = holder or {}
+        raise UserError(f"run folder {os.path.dirname(self.path)} is in use by another jaxvoc train "
+                        f"(pid {h.get('pid', '?')} on {h.get('host', '?')}, since "
+                        f"{h.get('started', '?')}; lock file {self.path}); wait for it to end, use "
+                        "another run folder, or delete the lock file if that process is gone")
+
     def acquire(self) -> "RunLock":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -249,11 +263,7 @@ class RunLock:
                 holder = self._read()
                 stale = self._stale(holder)
                 if stale is None:
-                    h = holder or {}
-                    raise UserError(f"run folder {os.path.dirname(self.path)} is in use by another jaxvoc train "
-                                    f"(pid {h.get('pid', '?')} on {h.get('host', '?')}, since "
-                                    f"{h.get('started', '?')}; lock file {self.path}); wait for it to end, use "
-                                    "another run folder, or delete the lock file if that process is gone")
+                    self._refuse(holder)
                 warn(f"took over the stale lock {self.path} ({stale})")
                 try:
                     os.unlink(self.path)

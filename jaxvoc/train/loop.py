@@ -190,22 +190,27 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             h.release() if hasattr(h, "release") else h.stop()
 
 
-def _lock_run_folder(run_dir: str):
-    """Process 0 takes the run-folder lock; with several processes the others learn the outcome from the
-    coordinator (and stop with the same one-line error when it was refused)."""
+def _lock_run_folder(run_dir: str, take: bool = True):
+    """Process 0 takes the run-folder lock (``take``), or only checks that no live job holds it; with several
+    processes the others learn the outcome from the coordinator (and stop with the same one-line error when
+    it was refused)."""
     n, primary = jax.process_count(), jax.process_index() == 0
     lock, err = None, ""
     if primary:
         try:
-            lock = checkpointing.RunLock(run_dir).acquire()
+            if take:
+                lock = checkpointing.RunLock(run_dir).acquire()
+            else:
+                checkpointing.RunLock(run_dir).check_free()
         except UserError as e:
             err = str(e) or "refused"
     if n > 1:
         client = sharding.distributed_client()
+        key = "jaxvoc/lock" if take else "jaxvoc/lock_check"
         if primary:
-            client.key_value_set("jaxvoc/lock", "ERR " + err if err else "OK")
+            client.key_value_set(key, "ERR " + err if err else "OK")
         else:
-            got = client.blocking_key_value_get("jaxvoc/lock", 1000 * sharding.INIT_TIMEOUT_S)
+            got = client.blocking_key_value_get(key, 1000 * sharding.INIT_TIMEOUT_S)
             err = got[4:] if got.startswith("ERR ") else ""
     if err:
         raise UserError(err)
@@ -219,6 +224,9 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     from jaxvoc.train.tasks import build_task
 
     t = cfg.train
+    watchdog = sharding.Watchdog(cfg.run_dir)  # several processes: a peer that ends (error or death) ends us
+    held.append(watchdog)
+    _lock_run_folder(cfg.run_dir, take=False)  # in use by another job? (read-only; the lock is taken below)
     latest = checkpointing.latest_step(ckpt_dir)
     if resume and latest is None:
         raise UserError(f"nothing to resume: no checkpoint in {ckpt_dir}; run without --resume")
@@ -244,8 +252,9 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     iterator = iter(ds)
     multi = jax.process_count() > 1
     lock = _lock_run_folder(cfg.run_dir)  # nothing is written to the run folder before this
-    held += [lock] if lock is not None else []
-    held.append(sharding.Watchdog(cfg.run_dir, on_exit=lock.release if lock is not None else None))
+    if lock is not None:
+        held.append(lock)
+        watchdog.on_exit = lock.release
     validator = Validator(task, clips) if clips and primary else None
     validating = bool(clips)  # the same on every process
     resolved = checkpointing.resolved_config(cfg)
