@@ -193,6 +193,9 @@ def _all_agree(ok: bool) -> bool:
     import numpy as np
     from jax.experimental import multihost_utils
 
+    from jaxvoc.train.sharding import barrier
+
+    barrier("agree")
     return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
 
 

@@ -260,6 +260,7 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     resolved = checkpointing.resolved_config(cfg)
 
     # state and step, sharded
+    sharding.warm_collectives()
     setup = build(task, mesh, cfg.segment_size, cfg.seed, t.fsdp_min_size)
     batch_sh, state_sh = setup.batch_sharding, setup.state_shardings
     if resume:
@@ -348,7 +349,11 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
             last_val = validate(step)
         while step < total:
             audio = next(iterator)
-            state, metrics = step_fn(state, sharding.global_batch(audio, batch_sh))
+            batch = sharding.global_batch(audio, batch_sh)
+            if multi and step_fn is setup.step:  # compile first, then start together (see sharding.barrier)
+                step_fn = setup.step.lower(state, batch).compile()
+                sharding.barrier("first step")
+            state, metrics = step_fn(state, batch)
             step += 1
             bar.update(1)
             if pending is not None:  # the previous step, while this one runs

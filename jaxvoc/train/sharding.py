@@ -207,6 +207,32 @@ def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_process_local_data(sharding, local, shape)
 
 
+_barriers = 0
+
+
+def barrier(name: str) -> None:
+    """Several processes: wait for all at the coordinator (timeout ``INIT_TIMEOUT_S``). Used before the
+    first run of each new collective: gloo sets up a communicator on first use and gives up when the
+    processes arrive more than 30 s apart (a slow compile on a busy host), while this barrier waits long."""
+    global _barriers
+    if jax.process_count() == 1:
+        return
+    _barriers += 1
+    distributed_client().wait_at_barrier(f"jaxvoc/{name}/{_barriers}", 1000 * INIT_TIMEOUT_S)
+
+
+def warm_collectives() -> None:
+    """Several processes: a barrier, then the small all-gather that Orbax's and jaxvoc's host syncs use, so
+    that its communicator exists before the first checkpoint."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    barrier("warm")
+    multihost_utils.process_allgather(np.zeros((1,), np.int32))
+    multihost_utils.sync_global_devices("jaxvoc warm")
+
+
 def to_host(tree: Any) -> Any:
     """A tree of (possibly sharded, possibly multi-process) arrays as full numpy arrays on this host. With
     several processes every process must call it (an all-gather)."""
@@ -214,6 +240,7 @@ def to_host(tree: Any) -> Any:
         return jax.device_get(tree)
     from jax.experimental import multihost_utils
 
+    barrier("to_host")
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
