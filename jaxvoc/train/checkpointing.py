@@ -110,6 +110,7 @@ class Checkpointer:
                     state, _ = self.restore(step, abstract_state, iterator, damaged_ok=True)
                 except Exception as e:
                     why = _short(e)
+                    _quiet_closed_loop_tracebacks()
             if not _all_agree(why is None):
                 why = why or "another process could not restore it"
             if why is None:
@@ -179,6 +180,46 @@ def latest_step(directory: str) -> int | None:
         return mngr.latest_step()
     finally:
         mngr.close()
+
+
+class _DropClosedLoopTracebacks:
+    """A ``sys.stderr`` wrapper that drops the tracebacks ending in ``RuntimeError: Event loop is closed``:
+    after a failed Orbax restore, the reads still in flight finish on tensorstore's threads and report to
+    the closed asyncio loop of that restore (harmless, but one traceback per array)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.block: list[str] | None = None
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            if self.block is None and line.startswith("Traceback (most recent call last):"):
+                self.block = [line]
+            elif self.block is not None and (line.startswith(" ") or not line):
+                self.block.append(line)
+            elif self.block is not None:
+                if line.strip() != "RuntimeError: Event loop is closed":
+                    self.stream.write("\n".join(self.block + [line]) + "\n")
+                self.block = None
+            else:
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _quiet_closed_loop_tracebacks() -> None:
+    import sys
+
+    if not isinstance(sys.stderr, _DropClosedLoopTracebacks):
+        sys.stderr = _DropClosedLoopTracebacks(sys.stderr)
 
 
 def _short(e: BaseException) -> str:
