@@ -237,7 +237,7 @@ def test_flow_two_processes_fsdp_match_one_process(tmp_path):
         sf.write(str(p), y[i * 5000: i * 5000 + 8000 + 2000 * i], 22050, subtype="PCM_16")
         lines.append(str(p))
     (tmp_path / "files.txt").write_text("\n".join(lines) + "\n")
-    raw = json.load(open(os.path.join(REPO, "experiments", "configs", "waveglow_tiny_smoke.json")))
+    raw = json.load(open(os.path.join(REPO, "experiments", "training", "configs", "waveglow_tiny_smoke.json")))
     raw["waveglow_config"].update(n_flows=2, n_early_every=2, WN_config={"n_layers": 2, "n_channels": 16,
                                                                         "kernel_size": 3})
     raw["train_config"].update(batch_size=4, learning_rate=1e-4, iters_per_checkpoint=2)
