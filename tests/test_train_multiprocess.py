@@ -223,7 +223,8 @@ def test_kill_one_process_others_exit_then_resume(gan):
 
 def test_flow_two_processes_fsdp_match_one_process(tmp_path):
     """WaveGlow (tiny, 22.05 kHz data), data 2 x fsdp 2, 3 steps: 2 processes x 2 devices vs 1 x 4; with
-    fsdp_min_size 0 every divisible parameter and Adam moment is split over the fsdp pair of each process."""
+    fsdp_min_size 0 every divisible parameter and Adam moment is split over the fsdp pair of each process.
+    One file held out for validation (run by process 0 on the gathered parameters)."""
     import soundfile as sf
 
     from conftest import speech
@@ -247,13 +248,20 @@ def test_flow_two_processes_fsdp_match_one_process(tmp_path):
         runs[name] = str(tmp_path / f"run_{name}")
         raw["train_config"]["output_directory"] = runs[name]
         raw["train"] = {"fsdp": 2, "fsdp_min_size": 0, "training_steps": 3, "stdout_interval": 1,
-                        "summary_interval": 1, "num_validation_files": 0}
+                        "summary_interval": 1, "num_validation_files": 1}
         json.dump(raw, open(tmp_path / f"{name}.json", "w"))
     out = single(tmp_path / "single.json")
     assert "data 2 x fsdp 2" in out
     logs = finish(launch(tmp_path / "multi.json", 2, tmp_path / "logs"))
     assert "data 2 x fsdp 2" in logs[0] and "3 steps done" in logs[0] and "model exported" in logs[0]
+    assert "4 training / 1 validation file(s)" in logs[0] and "validation mel L1" in logs[0]
     res = compare_runs(runs["multi"], runs["single"])
+    # validation on process 0 (parameters gathered to its host): at the start and at the end, as one process
+    vm, vs = ([json.loads(x) for x in open(os.path.join(runs[k], "validation.jsonl"))] for k in ("multi", "single"))
+    assert [v["step"] for v in vm] == [v["step"] for v in vs] == [0, 3]
+    res["validation_rel"] = max(abs(a["mel_spec_error"] - b["mel_spec_error"]) / b["mel_spec_error"]
+                                for a, b in zip(vm, vs))
+    assert res["validation_rel"] <= 1e-5, res
     print("flow 2x2 vs 1x4 (dp2 x fsdp2):", res)
     assert all(v <= 1e-6 for v in res["loss_rel_per_step"].values()), res
     assert res["export_rel"] <= 1e-6, res
