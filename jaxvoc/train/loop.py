@@ -178,7 +178,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     check_start(init, resume, cfg.kind)
     held: list = []  # the run-folder lock and the watchdog, once taken (after the input is checked)
     try:
-        return _train(cfg, resume, init, task, total, ckpt_dir, progress, held)
+        out = _train(cfg, resume, init, task, total, ckpt_dir, progress, held)
+        for h in reversed(held):
+            h.release() if hasattr(h, "release") else h.stop()
+        held.clear()
+        sharding.shutdown_distributed()
+        return out
     except Exception as e:
         if not isinstance(e, UserError):  # a peer's death seen as a failing collective: the watchdog's line
             for h in held:
@@ -386,10 +391,6 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
         host = sharding.to_host(state)
         if primary:
             task.export(host, export_dir)
-    if multi:  # the others wait for process 0's export before the runtime shuts down
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("jaxvoc train end")
     if primary:
         val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
         print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"

@@ -147,6 +147,33 @@ class Watchdog:
         self._stop.set()
 
 
+def shutdown_distributed(timeout_s: float = 60.0) -> None:
+    """The end of a multi-process run, in order: all meet at a barrier; the others disconnect; process 0,
+    which hosts the coordination service, waits until they are gone and then shuts down. (With
+    ``jax_enable_recoverability`` the runtime's own shutdown barrier no longer holds process 0 back, and a
+    process still disconnecting when the service ends dies with a fatal log.) Call after the Watchdog has
+    stopped."""
+    import time
+
+    client = distributed_client()
+    if client is None or jax.process_count() == 1:
+        return
+    barrier("end")
+    if jax.process_index() != 0:
+        jax.distributed.shutdown()
+        return
+    others = list(range(1, jax.process_count()))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if not set(others) & set(int(i) for i in client.get_live_nodes(list(range(jax.process_count())))):
+                break
+        except Exception:
+            break
+        time.sleep(0.2)
+    jax.distributed.shutdown()
+
+
 def make_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
     """A ``(data, fsdp)`` mesh over ``devices`` (default: all devices of all processes)."""
     if devices is None:  # process-major: each process's devices are one contiguous block of batch rows
