@@ -73,6 +73,8 @@ def finish(procs, timeout=TIMEOUT) -> list[str]:
     logs = [open(log).read() for _, log in procs]
     for (p, _), text in zip(procs, logs):
         assert p.returncode == 0, text[-3000:]
+        # no Python traceback, no fatal log of the runtime (e.g. at the ordered shutdown)
+        assert "Traceback" not in text and "Check failure" not in text, text[-3000:]
     return logs
 
 
