@@ -277,3 +277,30 @@ def test_flow_two_processes_fsdp_match_one_process(tmp_path):
     print("flow 2x2 vs 1x4 (dp2 x fsdp2):", res)
     assert all(v <= 1e-6 for v in res["loss_rel_per_step"].values()), res
     assert res["export_rel"] <= 1e-6 and res["export_worst_leaf_rel"] <= 1e-5, res
+
+
+def test_locked_run_folder_refused_by_every_process(tmp_path):
+    """A 2-process job on a run folder held by another live job: every process ends at once with the same
+    one line, exit code 2, and an ordered shutdown (no fatal log of the runtime)."""
+    wavs = write_wavs(tmp_path / "wavs", n=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = write_config(tmp_path / "c.json", wavs, str(run))
+    holder = subprocess.Popen(["sleep", "300"])
+    try:
+        (run / ".jaxvoc.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                                      "started": "earlier"}))
+        procs = launch(cfg, 2, tmp_path / "logs")
+        for p, _ in procs:
+            p.wait(timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    for p, log in procs:
+        text = open(log).read()
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("[Gloo]")
+                 and "recoverable task feature" not in line]
+        assert p.returncode == 2, text
+        assert len(lines) == 1 and lines[0].startswith("jaxvoc: error: run folder"), text
+        assert f"in use by another jaxvoc train (pid {holder.pid}" in lines[0]
+    assert not os.path.exists(run / "checkpoints")

@@ -189,6 +189,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             for h in held:
                 if isinstance(h, sharding.Watchdog):
                     h.grace()
+        elif jax.process_count() > 1:  # the same error on every process (a config, the lock): end in order
+            for h in reversed(held):
+                h.release() if hasattr(h, "release") else h.stop()
+            held.clear()
+            sharding.shutdown_distributed(barrier_s=10.0)
         raise
     finally:
         for h in reversed(held):

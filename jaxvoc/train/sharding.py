@@ -147,7 +147,7 @@ class Watchdog:
         self._stop.set()
 
 
-def shutdown_distributed(timeout_s: float = 60.0) -> None:
+def shutdown_distributed(timeout_s: float = 60.0, barrier_s: float | None = None) -> None:
     """The end of a multi-process run, in order: all meet at a barrier; the others disconnect; process 0,
     which hosts the coordination service, waits until they are gone and then shuts down. (With
     ``jax_enable_recoverability`` the runtime's own shutdown barrier no longer holds process 0 back, and a
@@ -158,7 +158,12 @@ def shutdown_distributed(timeout_s: float = 60.0) -> None:
     client = distributed_client()
     if client is None or jax.process_count() == 1:
         return
-    barrier("end")
+    try:
+        barrier("end", barrier_s)
+    except Exception:  # (after an error: not every process came) leave it to the runtime
+        if barrier_s is None:
+            raise
+        return
     if jax.process_index() != 0:
         jax.distributed.shutdown()
         return
@@ -237,7 +242,7 @@ def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
 _barriers = 0
 
 
-def barrier(name: str) -> None:
+def barrier(name: str, timeout_s: float | None = None) -> None:
     """Several processes: wait for all at the coordinator (timeout ``INIT_TIMEOUT_S``). Used before the
     first run of each new collective: gloo sets up a communicator on first use and gives up when the
     processes arrive more than 30 s apart (a slow compile on a busy host), while this barrier waits long."""
@@ -245,7 +250,7 @@ def barrier(name: str) -> None:
     if jax.process_count() == 1:
         return
     _barriers += 1
-    distributed_client().wait_at_barrier(f"jaxvoc/{name}/{_barriers}", 1000 * INIT_TIMEOUT_S)
+    distributed_client().wait_at_barrier(f"jaxvoc/{name}/{_barriers}", int(1000 * (timeout_s or INIT_TIMEOUT_S)))
 
 
 def warm_collectives() -> None:
