@@ -91,6 +91,7 @@ class Checkpointer:
         several processes they agree on every candidate (all restore it or all skip it)."""
         steps = sorted(self.all_steps(), reverse=True)
         skipped, bad = [], []
+        _quiet_closed_loop_tracebacks()  # before any attempt: a failing one reports while it fails
         for step in steps:
             iterator = data_iterator_factory()
             why = None
@@ -110,7 +111,6 @@ class Checkpointer:
                     state, _ = self.restore(step, abstract_state, iterator, damaged_ok=True)
                 except Exception as e:
                     why = _short(e)
-                    _quiet_closed_loop_tracebacks()
             if not _all_agree(why is None):
                 why = why or "another process could not restore it"
             if why is None:
