@@ -108,3 +108,19 @@ def test_lock_damaged_checkpoint_and_config_mismatch(tmp_path):
     line = assert_user_error(train_cli(cfg, "--resume"), "no usable checkpoint", "step 4 (", "step 2 (")
     print(line)
     assert not os.path.exists(lock)
+
+
+def test_closed_loop_traceback_filter():
+    """The stderr filter used while restoring drops only the (interleaved) tracebacks that end in
+    'RuntimeError: Event loop is closed' and passes everything else through."""
+    import io
+
+    from jaxvoc.train.checkpointing import _DropClosedLoopTracebacks
+
+    out = io.StringIO()
+    f = _DropClosedLoopTracebacks(out)
+    tb = 'Traceback (most recent call last):\n  File "x", line 1\n    self._check_closed()\n'
+    f.write("before\n" + tb + 'Traceback (most recent call last):\n  File "y"\n')
+    f.write("RuntimeError: Event loop is closed\n    more\nRuntimeError: Event loop is closed\n")
+    f.write(tb + "ValueError: a real one\nafter\n")
+    assert out.getvalue() == "before\n" + tb + "ValueError: a real one\nafter\n"

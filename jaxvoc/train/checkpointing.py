@@ -195,15 +195,20 @@ class _DropClosedLoopTracebacks:
     def write(self, text: str) -> int:
         self.partial += text
         *lines, self.partial = self.partial.split("\n")
-        for line in lines:
-            if self.block is None and line.startswith("Traceback (most recent call last):"):
-                self.block = [line]
-            elif self.block is not None and (line.startswith(" ") or not line):
+        for line in lines:  # (several threads may print such tracebacks at once: their lines interleave)
+            if line.startswith("Traceback (most recent call last):"):
+                self.block = (self.block or []) + [line]
+            elif self.block is not None and (line.startswith(" ") or not line.strip()):
                 self.block.append(line)
             elif self.block is not None:
-                if line.strip() != "RuntimeError: Event loop is closed":
+                if line.strip() == "RuntimeError: Event loop is closed":
+                    if sum(x.startswith("Traceback") for x in self.block) <= 1:
+                        self.block = None
+                    else:  # the other interleaved traceback(s) may still end the same way
+                        self.block = [x for x in self.block if x.startswith("Traceback")][1:]
+                else:
                     self.stream.write("\n".join(self.block + [line]) + "\n")
-                self.block = None
+                    self.block = None
             else:
                 self.stream.write(line + "\n")
         return len(text)
