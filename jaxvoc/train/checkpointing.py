@@ -221,7 +221,12 @@ class _DropClosedLoopTracebacks:
 
 
 def _quiet_closed_loop_tracebacks() -> None:
+    """Also mutes the asyncio logger: the reads of a failed restore that failed too are logged at exit as
+    'Task exception was never retrieved' (one traceback each)."""
+    import logging
     import sys
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
     if not isinstance(sys.stderr, _DropClosedLoopTracebacks):
         sys.stderr = _DropClosedLoopTracebacks(sys.stderr)
