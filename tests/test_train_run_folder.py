@@ -123,4 +123,7 @@ def test_closed_loop_traceback_filter():
     f.write("before\n" + tb + 'Traceback (most recent call last):\n  File "y"\n')
     f.write("RuntimeError: Event loop is closed\n    more\nRuntimeError: Event loop is closed\n")
     f.write(tb + "ValueError: a real one\nafter\n")
-    assert out.getvalue() == "before\n" + tb + "ValueError: a real one\nafter\n"
+    f.write(tb + "jaxvoc: error: a line of ours\n    raise RuntimeError('Event loop is closed')\n")
+    f.write("RuntimeError: Event loop is closed\nend\n")
+    assert out.getvalue() == ("before\n" + tb + "ValueError: a real one\nafter\njaxvoc: error: a line of ours\n"
+                              "end\n")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -198,18 +199,19 @@ class _DropClosedLoopTracebacks:
         for line in lines:  # (several threads may print such tracebacks at once: their lines interleave)
             if line.startswith("Traceback (most recent call last):"):
                 self.block = (self.block or []) + [line]
-            elif self.block is not None and (line.startswith(" ") or not line.strip()):
-                self.block.append(line)
-            elif self.block is not None:
-                if line.strip() == "RuntimeError: Event loop is closed":
-                    if sum(x.startswith("Traceback") for x in self.block) <= 1:
-                        self.block = None
-                    else:  # the other interleaved traceback(s) may still end the same way
-                        self.block = [x for x in self.block if x.startswith("Traceback")][1:]
-                else:
-                    self.stream.write("\n".join(self.block + [line]) + "\n")
-                    self.block = None
-            else:
+            elif line.strip() == "RuntimeError: Event loop is closed":
+                starts = [i for i, x in enumerate(self.block or []) if x.startswith("Traceback")]
+                self.block = self.block[starts[1]:] if len(starts) > 1 else None
+            elif line.startswith(" ") or not line.strip():
+                if self.block is not None:
+                    self.block.append(line)
+                elif not any(k in line for k in ("base_events.py", "_check_closed", "Event loop is closed",
+                                                 "call_soon_threadsafe")):
+                    self.stream.write(line + "\n")
+            elif self.block is not None and re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line):
+                self.stream.write("\n".join(self.block + [line]) + "\n")  # another traceback: shown
+                self.block = None
+            else:  # an ordinary line (e.g. jaxvoc's own) between interleaved traceback lines
                 self.stream.write(line + "\n")
         return len(text)
 
