@@ -147,12 +147,45 @@ def test_pipeline_deterministic_resumable_sharded(wavs):
     it2.set_state(state)
     assert all(np.array_equal(x, y) for x, y in zip(rest, _take(it2, 2)))
     assert all(np.array_equal(x, y) for x, y in zip(rest, a[2:]))
-    # two processes read disjoint halves of the files
-    rows = {}
-    for p in range(2):
-        it = iter(data.train_dataset(files, seed=5, process_index=p, process_count=2, **{**kw, "batch_size": 1}))
-        rows[p] = {np.abs(next(it)[0]).sum().round(3) for _ in range(6)}
-    assert rows[0].isdisjoint(rows[1])
+    # several processes: process p's rows of the global batch (see test_global_batch_split_over_processes)
+    for p in range(3):
+        it = iter(data.train_dataset(files, seed=5, process_index=p, process_count=3, **kw))
+        assert all(np.array_equal(next(it)[0], x[p]) for x in a)
+
+
+def test_global_batch_split_over_processes(tmp_path):
+    """The data stream is a function of the seed and the global step alone (issue 14): with 1, 2 or 4
+    processes the concatenated per-process rows equal the single-process global batch, bitwise; each process
+    reads its own contiguous block of rows; every epoch visits every file once (files told apart by their
+    constant sample value), and the epochs are reshuffled."""
+    n_files, seg, gbs = 6, 256, 4
+    paths = []
+    for k in range(n_files):
+        paths.append(str(tmp_path / f"f{k}.wav"))
+        sf.write(paths[-1], np.full(seg * (2 + k), (k + 1) / 64, np.float32), 24000, subtype="FLOAT")
+    files = data.probe(paths, 24000, "waveglow")
+    kw = dict(segment_size=seg, sampling_rate=24000, batch_size=gbs, seed=11, style="waveglow", num_threads=1)
+    n_batches = 9  # 36 rows: 6 epochs
+    single = _take(iter(data.train_dataset(files, **kw)), n_batches)
+    assert all(b.shape == (gbs, seg) for b in single)
+    for count in (2, 4):
+        parts = [_take(iter(data.train_dataset(files, process_index=p, process_count=count, **kw)), n_batches)
+                 for p in range(count)]
+        assert all(x.shape == (gbs // count, seg) for pp in parts for x in pp)
+        for b in range(n_batches):
+            np.testing.assert_array_equal(np.concatenate([pp[b] for pp in parts]), single[b])
+    rows = np.concatenate(single)
+    ids = np.rint(rows[:, 0] * 64).astype(int) - 1
+    assert np.all(rows == rows[:, :1])  # one file per row
+    epochs = ids.reshape(-1, n_files)
+    assert all(sorted(e) == list(range(n_files)) for e in epochs), epochs  # each epoch covers every file once
+    assert len({tuple(e) for e in epochs}) > 1  # reshuffled
+    # the per-process blocks of one global batch are disjoint rows of the stream, and the run is the same
+    # for another process count only if the global batch size is the same: a bad split is refused
+    from jaxvoc.errors import UserError
+
+    with pytest.raises(UserError, match="does not split over 3 processes"):
+        data.train_dataset(files, process_index=0, process_count=3, **kw)
 
 
 def test_validation_split_and_clip(wavs):

@@ -86,7 +86,7 @@ SCRIPT = textwrap.dedent(r"""
 
     # the WaveGlow flow step (tiny: 2 flows of 2-layer 16-channel WNs), float32
     from jaxvoc.train.waveglow import WaveGlowTask
-    wg_raw = json.load(open(os.path.join(REPO, "experiments", "configs", "waveglow_tiny_smoke.json")))
+    wg_raw = json.load(open(os.path.join(REPO, "experiments", "training", "configs", "waveglow_tiny_smoke.json")))
     wg_raw["waveglow_config"].update(n_flows=2, n_early_every=2, WN_config={"n_layers": 2, "n_channels": 16,
                                                                             "kernel_size": 3})
     wg_raw["train_config"].update(batch_size=8, learning_rate=1e-4)

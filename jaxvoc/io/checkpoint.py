@@ -29,7 +29,11 @@ def _to_numpy(tree: Any) -> Any:
 def save_params(path: str, tree: Any) -> None:
     import orbax.checkpoint as ocp
 
-    ckptr = ocp.StandardCheckpointer()
+    kw = {}
+    if jax.process_count() > 1:  # host numpy written by this process alone (training export on process 0)
+        me = jax.process_index()
+        kw["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    ckptr = ocp.StandardCheckpointer(**kw)
     try:
         ckptr.save(os.path.abspath(path), _to_numpy(tree))
         ckptr.wait_until_finished()

@@ -4,7 +4,18 @@
 * ``state``: the whole train state pytree (step, rng, parameters, optimizer states), sharded arrays as they
   are (each process writes its shards; restore puts them back with the shardings asked for);
 * ``data``: the grain iterator state of every process (``process_<i>-of-<n>.json``);
-* ``meta``: JSON (step, model kind, the config the run started with).
+* ``meta``: JSON (step, model kind, the config file as read, and ``resolved``: the resolved training config,
+  :func:`resolved_config`).
+
+Resume (:meth:`Checkpointer.restore_latest_good`) takes the newest checkpoint whose config matches the
+training config (a mismatch is refused, naming the differing keys) and that restores; a damaged newest
+checkpoint (files missing, truncated, corrupt) is skipped with one warning line naming it, down to the oldest
+one kept; when none restores the run stops with one line (never silently from scratch).
+
+A run folder is held by one job at a time: :class:`RunLock` (``<run>/.jaxvoc.lock``, the holder's pid, host
+and start time, refreshed every ``LOCK_REFRESH_S``). A lock is stale when its pid is not running on this host,
+or, from another host, when it was not refreshed for ``LOCK_STALE_S``; a stale lock is taken over with a
+warning.
 
 Saves run in the background (async): the arrays are copied off the device before ``save`` returns, so the
 train step may go on (and donate its buffers) at once. A step folder appears under its final name only once
@@ -14,12 +25,32 @@ checkpoints are kept.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
+import socket
+import threading
+import time
 from typing import Any
 
 import jax
 
-from jaxvoc.errors import UserError
+from jaxvoc.errors import UserError, warn
+
+LOCK_NAME = ".jaxvoc.lock"
+LOCK_REFRESH_S = 10.0
+LOCK_STALE_S = 120.0
+
+# train settings that may change between a checkpoint and its resume (schedule of logs and saves, paths of
+# the same data, memory layout); any other difference in the resolved config is refused
+RESUMABLE_CHANGES = {
+    "train.training_steps", "train.stdout_interval", "train.summary_interval", "train.checkpoint_interval",
+    "train.validation_interval", "train.keep_checkpoints", "train.async_checkpointing", "train.data_threads",
+    "train.validation_max_files", "train.validation_max_seconds", "train.num_audio_samples",
+    "train.export_at_end", "train.checkpoint_path", "train.input_wavs_dir", "train.input_training_file",
+    "train.input_validation_file", "train.fsdp", "train.fsdp_min_size",
+}
 
 
 class Checkpointer:
@@ -48,7 +79,69 @@ class Checkpointer:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict]:
+    def read_meta(self, step: int) -> dict:
+        ocp = self._ocp
+        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(out["meta"] or {})
+
+    def restore_latest_good(self, abstract_state: Any, data_iterator_factory, resolved: dict
+                            ) -> tuple[Any, Any, int]:
+        """Restores the newest checkpoint that restores: ``(state, data_iterator, step)``. Each candidate's
+        stored config must equal ``resolved`` but for :data:`RESUMABLE_CHANGES` (else UserError naming the
+        keys); a damaged one (missing, truncated or corrupt files) is skipped with one warning line; with
+        several processes they agree on every candidate (all restore it or all skip it)."""
+        steps = sorted(self.all_steps(), reverse=True)
+        skipped, bad = [], []
+        _quiet_closed_loop_tracebacks()  # before any attempt: a failing one reports while it fails
+        for step in steps:
+            iterator = data_iterator_factory()
+            why = None
+            try:
+                meta = self.read_meta(step)
+            except Exception as e:
+                meta, why = None, _short(e)
+            if meta is not None and "resolved" in meta:
+                diff = config_diff(meta["resolved"], resolved)
+                if diff:
+                    raise UserError(f"checkpoint step {step} in {self.directory} was written with another config "
+                                    f"({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}); restore the "
+                                    "config it was written with, or start a new run folder")
+            state = None
+            if why is None:
+                try:
+                    state, _ = self.restore(step, abstract_state, iterator, damaged_ok=True)
+                except Exception as e:
+                    why = _short(e)
+            if not _all_agree(why is None):
+                why = why or "another process could not restore it"
+            if why is None:
+                if skipped:
+                    aside = self._move_aside(bad)
+                    warn(f"skipped damaged checkpoint(s) {', '.join(skipped)} in {self.directory} (moved to "
+                         f"{aside}); resuming from step {step}")
+                return state, iterator, step
+            skipped.append(f"step {step} ({why})")
+            bad.append(step)
+        raise UserError(f"no usable checkpoint in {self.directory}: {'; '.join(skipped)}; delete the damaged "
+                        "step folders, or start a new run folder")
+
+    def _move_aside(self, steps: list[int]) -> str:
+        """Moves damaged step folders to ``<run>/damaged_checkpoints/`` (process 0; all wait), so that the
+        run can write those steps again."""
+        aside = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for step in steps:
+                src = os.path.join(self.directory, str(step))
+                if os.path.exists(src):
+                    os.replace(src, os.path.join(aside, f"{step}-{stamp}"))
+        _all_agree(True)  # a barrier: the folders are gone for every process
+        self.manager.reload()
+        return aside
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any, damaged_ok: bool = False
+                ) -> tuple[Any, dict]:
         """Restores ``step`` into arrays shaped and sharded like ``abstract_state`` (a tree of
         ``jax.ShapeDtypeStruct`` with shardings); sets ``data_iterator`` to its saved position."""
         import grain
@@ -60,6 +153,8 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(**args))
         except (ValueError, KeyError, TypeError) as e:
+            if damaged_ok:
+                raise
             raise UserError(f"cannot restore checkpoint step {step} from {self.directory} "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the config must match the "
                             "run that wrote it") from None
@@ -86,6 +181,196 @@ def latest_step(directory: str) -> int | None:
         return mngr.latest_step()
     finally:
         mngr.close()
+
+
+class _DropClosedLoopTracebacks:
+    """A ``sys.stderr`` wrapper that drops the tracebacks ending in ``RuntimeError: Event loop is closed``:
+    after a failed Orbax restore, the reads still in flight finish on tensorstore's threads and report to
+    the closed asyncio loop of that restore (harmless, but one traceback per array)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.block: list[str] | None = None
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:  # (several threads may print such tracebacks at once: their lines interleave)
+            if line.startswith("Traceback (most recent call last):"):
+                self.block = (self.block or []) + [line]
+            elif line.strip() == "RuntimeError: Event loop is closed":
+                starts = [i for i, x in enumerate(self.block or []) if x.startswith("Traceback")]
+                self.block = self.block[starts[1]:] if len(starts) > 1 else None
+            elif line.startswith(" ") or not line.strip():
+                if self.block is not None:
+                    self.block.append(line)
+                elif not any(k in line for k in ("base_events.py", "_check_closed", "Event loop is closed",
+                                                 "call_soon_threadsafe")):
+                    self.stream.write(line + "\n")
+            elif self.block is not None and re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line):
+                self.stream.write("\n".join(self.block + [line]) + "\n")  # another traceback: shown
+                self.block = None
+            else:  # an ordinary line (e.g. jaxvoc's own) between interleaved traceback lines
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _quiet_closed_loop_tracebacks() -> None:
+    """Also mutes the asyncio logger: the reads of a failed restore that failed too are logged at exit as
+    'Task exception was never retrieved' (one traceback each)."""
+    import logging
+    import sys
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+    if not isinstance(sys.stderr, _DropClosedLoopTracebacks):
+        sys.stderr = _DropClosedLoopTracebacks(sys.stderr)
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg[:120]}" if msg else type(e).__name__
+
+
+def _all_agree(ok: bool) -> bool:
+    """True when ``ok`` on every process (an all-gather; just ``ok`` for one process)."""
+    if jax.process_count() == 1:
+        return ok
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from jaxvoc.train.sharding import barrier
+
+    barrier("agree")
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+
+
+def resolved_config(cfg) -> dict:
+    """The training config as the run uses it: the model's official settings, every train setting (defaults
+    filled in), batch and segment size, rate, seed, kind; stored with each checkpoint."""
+    return json.loads(json.dumps({
+        "kind": cfg.kind, "model": cfg.model, "train": dataclasses.asdict(cfg.train), "batch_size": cfg.batch_size,
+        "segment_size": cfg.segment_size, "sampling_rate": cfg.sampling_rate, "seed": cfg.seed}, default=str))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def config_diff(stored: dict, current: dict) -> list[str]:
+    """``key: stored -> current`` for every differing key (dotted), :data:`RESUMABLE_CHANGES` excepted."""
+    a, b = _flatten(stored), _flatten(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>")
+                  and k not in RESUMABLE_CHANGES)
+    return [f"{k} {json.dumps(a.get(k, '<unset>'))} -> {json.dumps(b.get(k, '<unset>'))}" for k in keys]
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``<run>/.jaxvoc.lock`` held by one ``jaxvoc train`` job (its process 0) while it runs."""
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self._stop = threading.Event()
+        self._thread = None
+
+    def check_free(self) -> None:
+        """Raises the in-use error when a live holder has the lock (changes nothing)."""
+        if os.path.exists(self.path):
+            holder = self._read()
+            if self._stale(holder) is None:
+                self._refuse(holder)
+
+    def _refuse(self, holder: dict | None) -> None:
+        h = holder or {}
+        raise UserError(f"run folder {os.path.dirname(self.path)} is in use by another jaxvoc train "
+                        f"(pid {h.get('pid', '?')} on {h.get('host', '?')}, since "
+                        f"{h.get('started', '?')}; lock file {self.path}); wait for it to end, use "
+                        "another run folder, or delete the lock file if that process is gone")
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._read()
+                stale = self._stale(holder)
+                if stale is None:
+                    self._refuse(holder)
+                warn(f"took over the stale lock {self.path} ({stale})")
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._thread = threading.Thread(target=self._refresh, name="jaxvoc-lock", daemon=True)
+            self._thread.start()
+            return self
+        raise UserError(f"cannot take the lock {self.path} (another process keeps taking it); retry")
+
+    def _read(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _stale(self, holder: dict | None) -> str | None:
+        """Why the lock is stale, or None when its holder may be alive."""
+        try:
+            age = time.time() - os.path.getmtime(self.path)
+        except OSError:
+            return "gone"
+        if holder is None or not isinstance(holder.get("pid"), int):
+            return "unreadable" if age > 5 else None  # a lock being written right now
+        if holder.get("host") == socket.gethostname():
+            if not _pid_running(holder["pid"]) or holder["pid"] == os.getpid():
+                return f"pid {holder['pid']} on {holder['host']} is not running"
+            return None
+        if age > LOCK_STALE_S:
+            return f"pid {holder['pid']} on {holder.get('host')} has not refreshed it for {age:.0f} s"
+        return None
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(LOCK_REFRESH_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        holder = self._read()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

@@ -14,8 +14,12 @@ loaders:
 The crop start is drawn uniformly from ``[0, len - segment]`` (both ends included, as ``random.randint``),
 from a per-example random generator that grain derives from the seed and the example's position in the
 (shuffled, repeated) stream, so the data order and the segments are a pure function of the seed, and the
-iterator state (a position) is all a checkpoint needs. Each process reads its own share of the files
-(``files[process_index::process_count]``). Only the segment is read from disk (soundfile seek).
+iterator state (a position) is all a checkpoint needs. Several processes (multi-host): the stream is the
+GLOBAL one (one dataset over all files, one seed, the global batch size), and each process reads its own
+rows of every global batch (process ``p`` of ``n`` reads rows ``[p * B / n, (p + 1) * B / n)``, the rows its
+devices hold in the batch sharding), so the data, and hence the run, is a function of the seed and the
+global step alone, not of how many processes share the work. Only the segment is read from disk (soundfile
+seek).
 
 The mel spectrograms are computed on the accelerator inside the train step with the jaxvoc front-end
 (``jaxvoc.dsp.stft.mel_spectrogram``), from exactly these segments, as the official loaders compute them per
@@ -203,24 +207,40 @@ def _segment_transform(segment_size: int, sampling_rate: int, style: Style):
     return LoadSegment()
 
 
-def train_dataset(files: Sequence[AudioFile], *, segment_size: int, sampling_rate: int, batch_size: int,
-                  seed: int, style: Style, process_index: int = 0, process_count: int = 1,
-                  num_threads: int = 2, prefetch: int = 8):
-    """An endless grain ``IterDataset`` of float32 batches ``[batch_size, segment_size]`` for this process:
-    its share of the files, reshuffled every epoch, random segments. ``batch_size`` is per process."""
+def global_examples(files: Sequence[AudioFile], *, segment_size: int, sampling_rate: int, seed: int,
+                    style: Style):
+    """The endless global stream of training segments as a grain ``MapDataset``: all files, one seed,
+    reshuffled every epoch (element ``k`` of epoch ``e`` is ``files[perm_e[k]]``), a random segment drawn
+    from a generator keyed by the seed and the element's global position."""
     import grain
 
     if any(f.samplerate != sampling_rate for f in files):
         if style == "bigvgan":
             warnings.warn("some training files are not at the model's sampling_rate; segments are resampled "
                           "on the fly (slower); resample the data beforehand to avoid this")
-    shard = list(files)[process_index::process_count]
-    if not shard:
-        raise UserError(f"{len(files)} training file(s) cannot be shared by {process_count} processes; "
-                        "give at least one file per process")
-    ds = grain.MapDataset.source(shard).seed(seed + 7919 * process_index)
-    ds = ds.shuffle().repeat(None).random_map(_segment_transform(segment_size, sampling_rate, style))
-    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = grain.MapDataset.source(list(files)).seed(seed)
+    return ds.shuffle().repeat(None).random_map(_segment_transform(segment_size, sampling_rate, style))
+
+
+def train_dataset(files: Sequence[AudioFile], *, segment_size: int, sampling_rate: int, batch_size: int,
+                  seed: int, style: Style, process_index: int = 0, process_count: int = 1,
+                  num_threads: int = 2, prefetch: int = 8):
+    """An endless grain ``IterDataset`` of float32 batches ``[batch_size // process_count, segment_size]``:
+    this process's rows of the global batches of :func:`global_examples` (``batch_size`` is the GLOBAL batch
+    size). Global batch ``b`` holds elements ``[b * batch_size, (b + 1) * batch_size)`` of the stream;
+    process ``p`` reads its contiguous block of rows of each (grain: rows batched in blocks of the
+    per-process size, then every ``process_count``-th block from block ``p``); only those rows are read
+    from disk. The concatenation over processes is the single-process batch, bitwise."""
+    import grain
+
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise UserError(f"process index {process_index} is not in [0, {process_count})")
+    if batch_size % process_count:
+        raise UserError(f"batch_size {batch_size} does not split over {process_count} processes; "
+                        f"make it a multiple of {process_count}")
+    local = batch_size // process_count
+    ds = global_examples(files, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed, style=style)
+    ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 

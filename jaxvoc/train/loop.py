@@ -12,6 +12,10 @@
   (``provenance.py``).
 * A NaN/Inf in any loss or gradient norm stops the run with one message; no checkpoint is written after
   the last finite step (losses are checked one step behind the device, and always before a save).
+* Several processes (one job, ``jax.distributed``): one mesh over all their devices, each process feeds its
+  rows of the global batch; process 0 holds the run-folder lock, writes the logs, runs the validation (on
+  parameters gathered to its host) and writes the export; a watchdog ends every process with one line when
+  a peer dies (``sharding.Watchdog``).
 """
 
 from __future__ import annotations
@@ -178,8 +182,69 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     t = cfg.train
     total = int(max_steps or t.training_steps)
     ckpt_dir = os.path.join(cfg.run_dir, "checkpoints")
-    latest = checkpointing.latest_step(ckpt_dir)
     check_start(init, resume, cfg.kind)
+    held: list = []  # the run-folder lock and the watchdog, once taken (after the input is checked)
+    try:
+        out = _train(cfg, resume, init, task, total, ckpt_dir, progress, held)
+        for h in reversed(held):
+            h.release() if hasattr(h, "release") else h.stop()
+        held.clear()
+        sharding.shutdown_distributed()
+        return out
+    except Exception as e:
+        if not isinstance(e, UserError):  # a peer's death seen as a failing collective: the watchdog's line
+            for h in held:
+                if isinstance(h, sharding.Watchdog):
+                    h.grace()
+        elif jax.process_count() > 1:  # the same error on every process (a config, the lock): end in order
+            for h in reversed(held):
+                h.release() if hasattr(h, "release") else h.stop()
+            held.clear()
+            sharding.shutdown_distributed(barrier_s=10.0)
+        raise
+    finally:
+        for h in reversed(held):
+            h.release() if hasattr(h, "release") else h.stop()
+
+
+def _lock_run_folder(run_dir: str, take: bool = True):
+    """Process 0 takes the run-folder lock (``take``), or only checks that no live job holds it; with several
+    processes the others learn the outcome from the coordinator (and stop with the same one-line error when
+    it was refused)."""
+    n, primary = jax.process_count(), jax.process_index() == 0
+    lock, err = None, ""
+    if primary:
+        try:
+            if take:
+                lock = checkpointing.RunLock(run_dir).acquire()
+            else:
+                checkpointing.RunLock(run_dir).check_free()
+        except UserError as e:
+            err = str(e) or "refused"
+    if n > 1:
+        client = sharding.distributed_client()
+        key = "jaxvoc/lock" if take else "jaxvoc/lock_check"
+        if primary:
+            client.key_value_set(key, "ERR " + err if err else "OK")
+        else:
+            got = client.blocking_key_value_get(key, 1000 * sharding.INIT_TIMEOUT_S)
+            err = got[4:] if got.startswith("ERR ") else ""
+    if err:
+        raise UserError(err)
+    return lock
+
+
+def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, ckpt_dir: str,
+           progress: bool | None, held: list) -> dict:
+    from tqdm import tqdm
+
+    from jaxvoc.train.tasks import build_task
+
+    t = cfg.train
+    watchdog = sharding.Watchdog(cfg.run_dir)  # several processes: a peer that ends (error or death) ends us
+    held.append(watchdog)
+    _lock_run_folder(cfg.run_dir, take=False)  # in use by another job? (read-only; the lock is taken below)
+    latest = checkpointing.latest_step(ckpt_dir)
     if resume and latest is None:
         raise UserError(f"nothing to resume: no checkpoint in {ckpt_dir}; run without --resume")
     if not resume and latest is not None:
@@ -187,7 +252,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
                         "continue that run, or set train.checkpoint_path to a new folder")
     task = task or build_task(cfg)
     mesh = sharding.make_mesh(t.fsdp)
-    local_bs = sharding.check_batch_size(cfg.batch_size, mesh)
+    sharding.check_batch_size(cfg.batch_size, mesh)
     primary = jax.process_index() == 0
 
     # data
@@ -198,20 +263,28 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
     clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val) for f in val_files]
     clips = [c for c in clips if len(c) >= 4 * task.hop_size]
     ds = data.train_dataset(train_files, segment_size=cfg.segment_size, sampling_rate=cfg.sampling_rate,
-                            batch_size=local_bs, seed=cfg.seed, style=task.style,
+                            batch_size=cfg.batch_size, seed=cfg.seed, style=task.style,
                             process_index=jax.process_index(), process_count=jax.process_count(),
                             num_threads=t.data_threads)
     iterator = iter(ds)
-    validator = Validator(task, clips) if clips else None
+    multi = jax.process_count() > 1
+    lock = _lock_run_folder(cfg.run_dir)  # nothing is written to the run folder before this
+    if lock is not None:
+        held.append(lock)
+        watchdog.on_exit = lock.release
+    validator = Validator(task, clips) if clips and primary else None
+    validating = bool(clips)  # the same on every process
+    resolved = checkpointing.resolved_config(cfg)
 
     # state and step, sharded
+    sharding.warm_collectives()
     setup = build(task, mesh, cfg.segment_size, cfg.seed, t.fsdp_min_size)
     batch_sh, state_sh = setup.batch_sharding, setup.state_shardings
     if resume:
         ckpt = checkpointing.Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpointing)
         try:
-            state, _ = ckpt.restore(latest, checkpointing.abstract_with_shardings(setup.abstract_state, state_sh),
-                                    iterator)
+            state, iterator, latest = ckpt.restore_latest_good(
+                checkpointing.abstract_with_shardings(setup.abstract_state, state_sh), lambda: iter(ds), resolved)
         except BaseException:
             ckpt.close()
             raise
@@ -231,7 +304,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
         record = provenance.collect(cfg)
         provenance.write(cfg.run_dir, record)
         logger.text(step, "provenance", provenance.markdown(record))
-    meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path}
+    meta = {"kind": cfg.kind, "config": cfg.raw, "config_path": cfg.path, "resolved": resolved,
+            "processes": jax.process_count()}
     if progress is None:
         progress = sys.stderr.isatty()
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.name}", unit="step", disable=not (progress and primary),
@@ -273,8 +347,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             if bar.disable and primary:
                 print(f"step {s}: {_fmt(m, task.metric_keys)}", flush=True)
 
-    def validate(s: int) -> float:
-        err, samples = validator(state)
+    def validate(s: int) -> float | None:
+        if multi:  # every process takes part in the gather; process 0 synthesises on its own device
+            host = sharding.to_host(state)
+            if validator is None:
+                return None
+            err, samples = validator(host)
+        else:
+            err, samples = validator(state)
         logger.scalars(s, {"mel_spec_error": err}, "validation", "validation.jsonl")
         for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
             logger.media(s, f"generated/{j}", y, m, cfg.sampling_rate)
@@ -286,18 +366,22 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
 
     first_step = step
     try:
-        if validator is not None and not resume:  # the starting point of the validation curve
+        if validating and not resume:  # the starting point of the validation curve
             last_val = validate(step)
         while step < total:
             audio = next(iterator)
-            state, metrics = step_fn(state, sharding.global_batch(audio, batch_sh))
+            batch = sharding.global_batch(audio, batch_sh)
+            if multi and step_fn is setup.step:  # compile first, then start together (see sharding.barrier)
+                step_fn = setup.step.lower(state, batch).compile()
+                sharding.barrier("first step")
+            state, metrics = step_fn(state, batch)
             step += 1
             bar.update(1)
             if pending is not None:  # the previous step, while this one runs
                 report(pending[0], check(*pending))
             pending = (step, metrics)
             save_now = step % t.checkpoint_interval == 0 or step == total
-            validate_now = validator is not None and (step % t.validation_interval == 0 or step == total)
+            validate_now = validating and (step % t.validation_interval == 0 or step == total)
             if save_now or validate_now or step % t.summary_interval == 0:
                 report(step, check(*pending))
                 pending = None
@@ -318,9 +402,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, ta
             pass
 
     export_dir = None
-    if t.export_at_end and jax.process_count() == 1 and step >= total:
+    if t.export_at_end and step >= total:  # parameters gathered to the host; process 0 writes
         export_dir = os.path.join(cfg.run_dir, "export")
-        task.export(state, export_dir)
+        host = sharding.to_host(state)
+        if primary:
+            task.export(host, export_dir)
     if primary:
         val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
         print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"

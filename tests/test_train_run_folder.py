@@ -1,0 +1,129 @@
+"""Damaged or contested run folders (issue 14, item 3), one `jaxvoc train` process (1 CPU device):
+
+* a second `jaxvoc train` on a run folder in use is refused with one line naming the holder (pid, host);
+* a stale lock (its pid not running on this host) is taken over with one warning line;
+* the newest checkpoint damaged (its array files truncated): --resume falls back to the previous step with one
+  warning line naming the skipped step, moves it to damaged_checkpoints/, and ends bitwise where the
+  undamaged run ended;
+* a checkpoint whose stored (resolved) config differs from the training config is refused, naming the keys;
+* every checkpoint damaged: one line, never a silent start from scratch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from conftest import REPO, assert_user_error
+from train_standin import cli_env, write_config, write_wavs
+
+
+def _cmd(cfg, *extra):
+    return [sys.executable, "-m", "jaxvoc.cli", "train", str(cfg), *extra]
+
+
+def train_cli(cfg, *extra):
+    return subprocess.run(_cmd(cfg, *extra), capture_output=True, text=True, cwd=REPO, env=cli_env(), timeout=600)
+
+
+def _damage(step_dir) -> int:
+    """Truncates every array data file of the step's state to half its size."""
+    n = 0
+    for dirpath, _, files in os.walk(os.path.join(step_dir, "state")):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if os.path.basename(dirpath) == "d":
+                os.truncate(p, os.path.getsize(p) // 2)
+                n += 1
+    assert n > 0
+    return n
+
+
+def _export(run):
+    from jaxvoc.io.checkpoint import load_tree
+
+    return jax.tree_util.tree_leaves(load_tree(os.path.join(run, "export"), "params"))
+
+
+def test_lock_damaged_checkpoint_and_config_mismatch(tmp_path):
+    wavs = write_wavs(tmp_path / "wavs")
+    run = str(tmp_path / "run")
+    cfg = write_config(tmp_path / "c.json", wavs, run, training_steps=4)
+    lock = os.path.join(run, ".jaxvoc.lock")
+
+    # a run (A) and, while it runs, a second process on the same folder (B): refused
+    a = subprocess.Popen(_cmd(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                         env=cli_env())
+    first = a.stdout.readline()
+    assert first.startswith("jaxvoc train: started"), (first, a.stderr.read() if a.poll() is not None else "")
+    b = train_cli(cfg, "--resume")  # (not "already holds checkpoints": the lock is checked first when resuming)
+    assert a.poll() is None, "run A ended before B was checked"  # B met a live lock
+    assert_user_error(b, "is in use by another jaxvoc train", f"pid {a.pid} on {socket.gethostname()}",
+                      ".jaxvoc.lock")
+    out, err = a.communicate(timeout=600)
+    assert a.returncode == 0, err[-2000:]
+    assert not os.path.exists(lock)  # released at the end
+    ref = [np.asarray(x).copy() for x in _export(run)]
+    steps = sorted(int(d) for d in os.listdir(os.path.join(run, "checkpoints")) if d.isdigit())
+    assert steps == [2, 4]
+
+    # the newest checkpoint damaged, and a stale lock left by a dead process
+    _damage(os.path.join(run, "checkpoints", "4"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(lock, "w") as f:
+        json.dump({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}, f)
+    r = train_cli(cfg, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.strip()]
+    print("\n".join(warnings))
+    assert len(warnings) == 2, r.stderr
+    assert warnings[0].startswith("jaxvoc: warning: took over the stale lock") and f"pid {dead.pid}" in warnings[0]
+    assert warnings[1].startswith("jaxvoc: warning: skipped damaged checkpoint(s) step 4 (")
+    assert "resuming from step 2" in warnings[1] and "damaged_checkpoints" in warnings[1]
+    assert "resumed from step 2" in r.stdout and "step 3:" in r.stdout and "4 steps done" in r.stdout
+    assert [d.split("-")[0] for d in os.listdir(os.path.join(run, "damaged_checkpoints"))] == ["4"]
+    assert all(np.array_equal(x, y) for x, y in zip(ref, _export(run)))  # step 4 recomputed bitwise
+
+    # the config changed since the checkpoints were written: refused, naming the keys
+    h = json.load(open(cfg))
+    h["learning_rate"], h["adam_b1"] = 2e-3, 0.5
+    h["train"]["training_steps"] = 6  # allowed to change
+    json.dump(h, open(tmp_path / "changed.json", "w"))
+    line = assert_user_error(train_cli(tmp_path / "changed.json", "--resume"), "another config",
+                             "learning_rate 0.001 -> 0.002", "adam_b1 0.8 -> 0.5", "checkpoint step 4")
+    assert "training_steps" not in line
+    print(line)
+
+    # every checkpoint damaged: refused with one line (not a silent fresh start)
+    for s in (2, 4):
+        _damage(os.path.join(run, "checkpoints", str(s)))
+    line = assert_user_error(train_cli(cfg, "--resume"), "no usable checkpoint", "step 4 (", "step 2 (")
+    print(line)
+    assert not os.path.exists(lock)
+
+
+def test_closed_loop_traceback_filter():
+    """The stderr filter used while restoring drops only the (interleaved) tracebacks that end in
+    'RuntimeError: Event loop is closed' and passes everything else through."""
+    import io
+
+    from jaxvoc.train.checkpointing import _DropClosedLoopTracebacks
+
+    out = io.StringIO()
+    f = _DropClosedLoopTracebacks(out)
+    tb = 'Traceback (most recent call last):\n  File "x", line 1\n    self._check_closed()\n'
+    f.write("before\n" + tb + 'Traceback (most recent call last):\n  File "y"\n')
+    f.write("RuntimeError: Event loop is closed\n    more\nRuntimeError: Event loop is closed\n")
+    f.write(tb + "ValueError: a real one\nafter\n")
+    f.write(tb + "jaxvoc: error: a line of ours\n    raise RuntimeError('Event loop is closed')\n")
+    f.write("RuntimeError: Event loop is closed\nend\n")
+    assert out.getvalue() == ("before\n" + tb + "ValueError: a real one\nafter\njaxvoc: error: a line of ours\n"
+                              "end\n")
