@@ -78,3 +78,31 @@ class Vocoder:
         return out[0] if squeeze else out
 
     __call__ = vocode
+
+    # --- any length, streaming (jaxvoc.models.windowed) -------------------------------------------------------
+    def window_options(self, starts) -> dict:
+        """Options that tell ``_synthesize`` where each row of a window batch starts in its item (frames
+        ``starts`` [B]); none for a model whose output depends on the mel alone."""
+        return {}
+
+    def receptive_field(self, **opts):
+        """Mel frames (left, right) one frame's audio depends on: ``jaxvoc.models.windowed.ReceptiveField``."""
+        from jaxvoc.models import windowed
+
+        return windowed.receptive_field(self, **opts)
+
+    def synthesize_long(self, mels, window: int | None = None, batch: int = 1, **opts):
+        """Audio of mels of any length in the memory of one window: mels [frames, num_mels] (or [B, frames,
+        num_mels], or a list of [frames_i, num_mels]) -> list of float32 numpy arrays [frames_i * hop_size],
+        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.DEFAULT_WINDOW``), ``batch``
+        windows per call; one compiled program for every length."""
+        from jaxvoc.models import windowed
+
+        return windowed.synthesize_long(self, mels, window or windowed.DEFAULT_WINDOW, batch, **opts)
+
+    def stream(self, window: int | None = None, **opts):
+        """An exact stream: ``s = model.stream(); s.push(frames) -> final audio so far; s.flush() -> the rest``
+        (``jaxvoc.models.windowed.Stream``); latency ``s.latency_ms``."""
+        from jaxvoc.models import windowed
+
+        return windowed.Stream(self, window or windowed.DEFAULT_STREAM_WINDOW, **opts)

@@ -331,10 +331,11 @@ class WaveGlow(nn.Module):
         return jnp.concatenate(early_out + [audio], axis=-1), log_s_list, log_det_list
 
     def infer(self, mel: Array, sigma: float | Array = 1.0, noise: Sequence[Array] | None = None,
-              rng: Array | None = None) -> Array:
+              rng: Array | None = None, offsets: Array | None = None) -> Array:
         """Synthesis. ``noise``: the standard-normal draws in the official order (first [B, G,
         n_remaining_channels], then [B, G, n_early_size] for each early exit from the last flow backwards;
-        see :func:`noise_shapes`); else drawn from ``rng``."""
+        see :func:`noise_shapes`); else drawn from ``rng`` per absolute group (:func:`positional_noise`; row b
+        starts at group ``offsets[b]``, default 0)."""
         c = self.config
         spect = self.upsample(mel)
         spect = spect[:, :spect.shape[1] - (UPSAMPLE_KERNEL - UPSAMPLE_STRIDE)]
@@ -344,8 +345,8 @@ class WaveGlow(nn.Module):
         if noise is None:
             if rng is None:
                 raise ValueError("infer needs noise or rng")
-            keys = jax.random.split(rng, len(shapes))
-            noise = [jax.random.normal(key, s, spect.dtype) for key, s in zip(keys, shapes)]
+            noise = positional_noise(c, rng, jnp.zeros((B,), jnp.int32) if offsets is None else offsets, G)
+            noise = [n.astype(spect.dtype) for n in noise]
         if len(noise) != len(shapes) or any(tuple(n.shape) != s for n, s in zip(noise, shapes)):
             raise ValueError(f"noise shapes {[tuple(n.shape) for n in noise]} differ from {shapes}")
         draws = iter(noise)
@@ -365,6 +366,19 @@ def noise_shapes(config: WaveGlowConfig, batch: int, groups: int) -> list[tuple[
     shapes = [(batch, groups, config.n_remaining_channels)]
     shapes += [(batch, groups, config.n_early_size)] * len(config.early_flows())
     return shapes
+
+
+def positional_noise(config: WaveGlowConfig, rng: Array, offsets: Array, groups: int) -> list[Array]:
+    """The draws of ``infer`` (shapes of :func:`noise_shapes`) with group g of row b a function of ``rng`` and
+    its absolute index ``offsets[b] + g`` alone: n_group normals from ``fold_in(rng, index)``, split over the
+    draws in order. So a seed gives the same noise at the same place of an item whatever the window, stream
+    push, batch row or padded length it is computed in."""
+    idx = (offsets.astype(jnp.uint32)[:, None] + jnp.arange(groups, dtype=jnp.uint32)[None, :])
+    draw = lambda i: jax.random.normal(jax.random.fold_in(rng, i), (config.n_group,), jnp.float32)
+    z = jax.vmap(jax.vmap(draw))(idx)  # [B, G, n_group]
+    sizes = [s[-1] for s in noise_shapes(config, 1, 1)]
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    return jnp.split(z, cuts, axis=-1)
 
 
 def nll(z: Array, log_s_list: Sequence[Array], log_det_W_list: Sequence[Array], sigma: float = 1.0) -> Array:
@@ -463,8 +477,12 @@ class Pretrained(Vocoder):
             self._bias_spec = Denoiser(self.module, self.params).bias_spec
         return self._bias_spec
 
-    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0) -> Array:
-        opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed)}
+    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0, offset=None) -> Array:
+        """``offset``: per row, the group index (sample / n_group) of the row's first sample in its item (windows
+        and streams pass it; the noise of a sample depends on the seed and its place in the item only)."""
+        rows = 1 if jnp.ndim(mels) == 2 else jnp.shape(mels)[0]
+        opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed),
+                "offset": jnp.zeros((rows,), jnp.int32) if offset is None else jnp.asarray(offset, jnp.int32)}
         if denoise and denoise > 0:
             opts["denoise"] = jnp.float32(denoise)
             opts["bias_spec"] = self.bias_spec
@@ -472,9 +490,12 @@ class Pretrained(Vocoder):
 
     __call__ = vocode
 
-    def _synthesize(self, params, mels: Array, sigma, seed, denoise=None, bias_spec=None) -> Array:
+    def window_options(self, starts) -> dict:
+        return {"offset": np.asarray(starts, np.int64) * UPSAMPLE_STRIDE // self.config.n_group}
+
+    def _synthesize(self, params, mels: Array, sigma, seed, offset, denoise=None, bias_spec=None) -> Array:
         rng = jax.random.PRNGKey(seed)
-        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, method=WaveGlow.infer)
+        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, offsets=offset, method=WaveGlow.infer)
         if denoise is not None:
             audio = denoise_audio(audio, bias_spec, denoise)
         return audio
