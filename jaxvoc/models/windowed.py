@@ -266,6 +266,7 @@ class Stream:
         self._received = 0
         self._done = 0  # frames whose audio was returned
         self._flushed = False
+        self._compiled = False
 
     @property
     def latency_frames(self) -> int:
@@ -282,6 +283,7 @@ class Stream:
         have = self._frames[start - self._base:end - self._base]
         x[0, :len(have)] = have
         audio = np.asarray(self.model.vocode(x, **self.opts, **self.model.window_options(np.array([start]))))[0]
+        self._compiled = True
         out = audio[(self._done - start) * self.hop:(emit_to - start) * self.hop]
         self._done = emit_to
         return out
@@ -303,6 +305,8 @@ class Stream:
                 pieces.append(self._run(max(0, end - W), end, end - R))
             if end >= total:
                 break
+        if not self._compiled:  # compile (and run once) the window program now, so no later push compiles
+            self._run(0, total, self._done)
         self._received = total
         keep_from = max(0, min(self._done - L, total - W))
         self._frames = self._frames[keep_from - self._base:]
