@@ -206,3 +206,53 @@ def test_waveglow_windows_and_stream_match_the_official_output(waveglow):
     got += [s.push(x[p]) for p in parts[1:]] + [s.flush()]
     assert jmodel.compilations == compiled
     assert_equivalent(np.concatenate(got), ref, ref64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# jaxvoc synth --window
+
+
+def test_synth_window_matches_the_official_output_and_reports_oom(tmp_path, monkeypatch, capsys):
+    """Long .npy mels (both layouts) through `jaxvoc synth --window` equal the official unwindowed output, with
+    one compilation for two lengths; out of memory and a too-small window are one-line errors, exit 2."""
+    import soundfile as sf
+
+    import jaxvoc.cli
+    from conftest import assert_user_error, run_cli
+    from test_cli import SMALL
+
+    folder = cb.write_official_folder(str(tmp_path / "official"), SMALL, seed=5)
+    ckpt = str(tmp_path / "ckpt")
+    assert run_cli("convert", "bigvgan", folder, ckpt).returncode == 0
+    sd = torch.load(f"{folder}/{cb.GENERATOR_FILE}", weights_only=True)["generator"]
+    official = cb.official_model(SMALL, sd)
+    rf = windowed.bigvgan_receptive_field(BigVGANConfig.from_dict(SMALL))
+    W = rf.total + 16
+    rng = np.random.default_rng(0)
+    mels = [rng.normal(-6, 2, (SMALL["num_mels"], n)).astype(np.float32) for n in (5 * W, 3 * W + 7)]
+    paths = [str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]
+    np.save(paths[0], mels[0])
+    np.save(paths[1], np.asfortranarray(mels[1])[None])  # [1, M, T], frames contiguous
+    proc = run_cli("synth", ckpt, *paths, "-o", str(tmp_path / "out"), "--window", str(W), "--subtype", "FLOAT")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 compilation(s)" in proc.stdout and "2 windowed file(s)" in proc.stdout, proc.stdout
+    for m, stem in zip(mels, "ab"):
+        got, _ = sf.read(str(tmp_path / "out" / f"{stem}.wav"), dtype="float32")
+        with torch.inference_mode():
+            ref = official(torch.from_numpy(m)[None])[0, 0].numpy()
+            ref64 = official.double()(torch.from_numpy(m)[None].double())[0, 0].numpy()
+            official.float()
+        assert_equivalent(got, ref, ref64)
+
+    assert_user_error(run_cli("synth", ckpt, paths[0], "-o", str(tmp_path / "o2"), "--window", str(rf.total)),
+                      "--window", "receptive field")
+
+    def exhausted(self, *a, **k):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8589934592 bytes.\nmore")
+
+    monkeypatch.setattr(Pretrained, "vocode", exhausted)
+    capsys.readouterr()
+    rc = jaxvoc.cli.main(["synth", ckpt, paths[0], "-o", str(tmp_path / "o3")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("jaxvoc: error: out of memory"), err
+    assert "--window" in err[0]
