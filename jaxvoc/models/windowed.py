@@ -151,6 +151,8 @@ def receptive_field(model: Any, **opts) -> ReceptiveField:
         return bigvgan_receptive_field(model.config)
     if model.kind == "waveglow":
         return waveglow_receptive_field(model.config, denoise=bool(opts.get("denoise")))
+    if model.kind == "codec-decoder":  # jaxvoc.models.codec_stream.DecoderWindows
+        return model.rf
     raise UserError(f"no receptive field for a {model.kind} model")
 
 
