@@ -34,7 +34,7 @@ def small(tmp_path_factory):
     cfg = cc.variant_config(encoder={"base_channels": 8}, decoder={"base_channels": 64}, discriminator=False)
     model = cc.write_nemo(path, cfg, seed=1)
     config, params, _ = cc.convert(path)
-    return model, Pretrained(CodecConfig.from_dict(config), params)
+    return model, Pretrained(CodecConfig.from_dict(config), params), path
 
 
 def nan_span(out, j):
@@ -45,7 +45,7 @@ def nan_span(out, j):
 
 
 def test_receptive_fields_cover_nemo(small):
-    model, jm = small
+    model, jm, _ = small
     cfg = jm.config
     m64 = model.double()
     try:
@@ -73,7 +73,7 @@ def test_receptive_fields_cover_nemo(small):
 
 
 def test_long_encode_and_stream_decode_match_nemo(small):
-    model, jm = small
+    model, jm, _ = small
     y = speech(22050)
     y = np.concatenate([y, y[::-1]])[:150_000]  # 147 frames, not a whole number of them
     ref_tok, _ = cc.nemo_encode(model, y)
@@ -99,3 +99,22 @@ def test_long_encode_and_stream_decode_match_nemo(small):
     assert audio.shape == ref_audio[0].shape
     assert snr_db(audio, ref_audio[0]) >= MIN_SNR_DB
     assert s.latency_frames == cs.decoder_receptive_field(jm.config).right
+
+
+def test_encode_command_window(small, tmp_path):
+    """`jaxvoc encode --window` on a long file: NeMo's tokens of the whole file."""
+    import soundfile as sf
+
+    import jaxvoc.cli
+
+    model, jm, path = small
+    ck = str(tmp_path / "ck")
+    assert jaxvoc.cli.main(["convert", "codec", path, ck]) == 0
+    y = speech(22050)
+    y = np.concatenate([y, y[::-1]])[:120_000]
+    sf.write(str(tmp_path / "long.wav"), y, 22050, subtype="FLOAT")
+    W = cs.encoder_receptive_field(jm.config).total + 20
+    assert jaxvoc.cli.main(["encode", ck, str(tmp_path / "long.wav"), "-o", str(tmp_path / "tok"),
+                            "--window", str(W)]) == 0
+    ref_tok, _ = cc.nemo_encode(model, y)
+    np.testing.assert_array_equal(np.load(tmp_path / "tok" / "long.npz")["tokens"], ref_tok[0])
