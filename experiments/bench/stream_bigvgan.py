@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     jmodel = Pretrained(cb.with_checkpoint_taps(cfg, sd, "official model"), params)
     frames = int(args.seconds * cfg.sampling_rate / cfg.hop_size)
     mel = np.random.default_rng(0).normal(-5.0, 2.0, (frames, cfg.num_mels)).astype(np.float32)
-    window = args.window or windowed.DEFAULT_STREAM_WINDOW
+    window = args.window or windowed.default_stream_window(jmodel.receptive_field())
 
     def stream():
         s = jmodel.stream(window=window)

@@ -18,7 +18,7 @@ import numpy as np
 from jaxvoc.models import windowed
 from jaxvoc.models.windowed import ReceptiveField, _chain, _conv, _conv_transpose, _residual
 
-DEFAULT_DECODE_WINDOW = 64  # tokens
+DEFAULT_DECODE_WINDOW = 64  # tokens (the LFR codec's decoder field is 6 + 6 tokens)
 DEFAULT_ENCODE_WINDOW = 256  # frames
 
 

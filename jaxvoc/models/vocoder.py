@@ -94,15 +94,15 @@ class Vocoder:
     def synthesize_long(self, mels, window: int | None = None, batch: int = 1, **opts):
         """Audio of mels of any length in the memory of one window: mels [frames, num_mels] (or [B, frames,
         num_mels], or a list of [frames_i, num_mels]) -> list of float32 numpy arrays [frames_i * hop_size],
-        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.DEFAULT_WINDOW``), ``batch``
-        windows per call; one compiled program for every length."""
+        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.default_window``: 512 frames, or
+        4x the receptive field when more), ``batch`` windows per call; one compiled program for every length."""
         from jaxvoc.models import windowed
 
-        return windowed.synthesize_long(self, mels, window or windowed.DEFAULT_WINDOW, batch, **opts)
+        return windowed.synthesize_long(self, mels, window, batch, **opts)
 
     def stream(self, window: int | None = None, **opts):
         """An exact stream: ``s = model.stream(); s.push(frames) -> final audio so far; s.flush() -> the rest``
         (``jaxvoc.models.windowed.Stream``); latency ``s.latency_ms``."""
         from jaxvoc.models import windowed
 
-        return windowed.Stream(self, window or windowed.DEFAULT_STREAM_WINDOW, **opts)
+        return windowed.Stream(self, window, **opts)

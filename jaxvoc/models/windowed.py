@@ -31,8 +31,24 @@ import numpy as np
 
 from jaxvoc.errors import UserError
 
-DEFAULT_WINDOW = 512  # frames; `jaxvoc synth --window` default, measured (docs/bigvgan.md)
-DEFAULT_STREAM_WINDOW = 160  # frames; the default window of model.stream()
+DEFAULT_WINDOW = 512  # frames; the least `jaxvoc synth --window` default, measured (docs/bigvgan.md)
+STREAM_WINDOW_EXTRA = 64  # frames a default stream window has beyond the receptive field
+
+
+def _ceil32(n: int) -> int:
+    return -(-n // 32) * 32
+
+
+def default_window(rf: "ReceptiveField") -> int:
+    """Windows of whole items: DEFAULT_WINDOW, or 4x the receptive field when that is more (WaveGlow), so
+    that at most a quarter of the computation is overlap."""
+    return max(DEFAULT_WINDOW, _ceil32(4 * rf.total))
+
+
+def default_stream_window(rf: "ReceptiveField") -> int:
+    """Stream windows: the receptive field plus STREAM_WINDOW_EXTRA frames, rounded up to 32 (BigVGAN v2:
+    160, WaveGlow: 288); a push of up to the extra frames runs one window."""
+    return _ceil32(rf.total + STREAM_WINDOW_EXTRA)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,11 +212,12 @@ def plan_windows(frames: int, window: int, rf: ReceptiveField, item: int = 0) ->
     return out
 
 
-def synthesize_long(model: Any, mels, window: int = DEFAULT_WINDOW, batch: int = 1, **opts) -> list[np.ndarray]:
+def synthesize_long(model: Any, mels, window: int | None = None, batch: int = 1, **opts) -> list[np.ndarray]:
     """Audio of mels of any length (a list of [frames, num_mels] arrays, or one [frames, num_mels] / [B, frames,
     num_mels] array), through windows of ``window`` frames, ``batch`` windows per call: one compiled program for
     every item longer than a window. Items no longer than a window are synthesized whole at their own length.
     Returns a list of float32 arrays [frames * hop_size] (one per item) equal to the unwindowed output."""
+    window = window or default_window(receptive_field(model, **opts))
     if isinstance(mels, np.ndarray) or hasattr(mels, "shape"):
         arr = np.asarray(mels, np.float32)
         mels = [arr] if arr.ndim == 2 else list(arr)
@@ -256,10 +273,11 @@ class Stream:
     ``flush`` runs one window aligned to the true end; a stream shorter than a window is synthesized whole at
     its own length then (one more program). Latency: ``rf.right`` frames (``latency_ms``)."""
 
-    def __init__(self, model: Any, window: int = DEFAULT_STREAM_WINDOW, **opts):
+    def __init__(self, model: Any, window: int | None = None, **opts):
         self.model = model
         self.opts = opts
         self.rf = receptive_field(model, **opts)
+        window = window or default_stream_window(self.rf)
         check_window(window, self.rf, "window")
         self.window = window
         self.hop = model.hop_size
