@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
-from jaxvoc.models.base import counting_jit
+from jaxvoc.models.base import counting_jit, release_memory
 
 Array = jax.Array
 
@@ -31,6 +31,7 @@ class Vocoder:
         self.params = params
         self.compilations = 0
         self.mel_compilations = 0
+        self._compiled: set = set()
 
         def count(attr):
             return lambda: setattr(self, attr, getattr(self, attr) + 1)
@@ -74,7 +75,13 @@ class Vocoder:
         squeeze = mels.ndim == 2
         static = tuple(sorted((k, v) for k, v in opts.items() if k in self.static_options))
         dyn = {k: v for k, v in opts.items() if k not in self.static_options}
-        out = self._synth(self.params, mels[None] if squeeze else mels, dyn, static)
+        mels = mels[None] if squeeze else mels
+        key = (mels.shape, static, tuple((k, jnp.shape(v), jnp.result_type(v)) for k, v in sorted(dyn.items())))
+        if key not in self._compiled:  # compile ahead of the first run, then return the compiler's scratch
+            self._synth.lower(self.params, mels, dyn, static).compile()  # (jit reuses this executable)
+            release_memory()
+            self._compiled.add(key)
+        out = self._synth(self.params, mels, dyn, static)
         return out[0] if squeeze else out
 
     __call__ = vocode
