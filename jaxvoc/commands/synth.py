@@ -37,7 +37,7 @@ def add_arguments(p):
     p.add_argument("--window", type=int, default=None, metavar="FRAMES",
                    help="inputs longer than FRAMES mel frames are synthesized in overlapping windows of FRAMES "
                         "frames (one compiled program, the memory of one window whatever the length, output "
-                        f"equal to a whole run); default {DEFAULT_WINDOW} (WaveGlow: 800, 4x its receptive field), 0 = off")
+                        f"equal to a whole run); default {DEFAULT_WINDOW} (at least 4x the receptive field), 0 = off")
 
 
 def read_mel(path: str, num_mels: int) -> np.ndarray:

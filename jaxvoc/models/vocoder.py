@@ -101,7 +101,7 @@ class Vocoder:
     def synthesize_long(self, mels, window: int | None = None, batch: int = 1, **opts):
         """Audio of mels of any length in the memory of one window: mels [frames, num_mels] (or [B, frames,
         num_mels], or a list of [frames_i, num_mels]) -> list of float32 numpy arrays [frames_i * hop_size],
-        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.default_window``: 512 frames, or
+        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.default_window``: 1024 frames, or
         4x the receptive field when more), ``batch`` windows per call; one compiled program for every length."""
         from jaxvoc.models import windowed
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxvoc.errors import UserError
 
-DEFAULT_WINDOW = 512  # frames; the least `jaxvoc synth --window` default, measured (docs/bigvgan.md)
+DEFAULT_WINDOW = 1024  # frames; the least `jaxvoc synth --window` default, measured (docs/bigvgan.md)
 STREAM_WINDOW_EXTRA = 64  # frames a default stream window has beyond the receptive field
 
 
