@@ -29,11 +29,11 @@ def open_codec(args):
 
 
 def write_wavs(outputs, out_dir: str, stems: list[str], audios, sampling_rate: int, subtype: str) -> None:
-    """``out_dir/<stem>.wav`` for every stem, all or none (``outputs``: the command's AllOrNothing)."""
+    """``out_dir/<stem>.wav`` for every stem, staged in ``outputs`` (the command's AllOrNothing, whose block
+    the caller is in: all the run's files appear together when it ends, or none)."""
     import os
 
     from jaxvoc.io.audio import write_wav
 
-    with outputs:
-        for stem, audio in zip(stems, audios):
-            write_wav(outputs.stage(os.path.join(out_dir, stem + ".wav"), ".wav"), audio, sampling_rate, subtype)
+    for stem, audio in zip(stems, audios):
+        write_wav(outputs.stage(os.path.join(out_dir, stem + ".wav"), ".wav"), audio, sampling_rate, subtype)

@@ -110,8 +110,9 @@ def run(args) -> int:
         audio = np.asarray(audio)
         for r, i in enumerate(idx):
             results[i] = audio[r, :items[i][1]]
-    write_wavs(outputs, args.out_dir, stems, [results[i] for i in range(len(stems))], cfg.out_sample_rate,
-               args.subtype)
+    with outputs:
+        write_wavs(outputs, args.out_dir, stems, [results[i] for i in range(len(stems))], cfg.out_sample_rate,
+                   args.subtype)
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations['decode'] - before} compilation(s) "
           f"of the decoder for {n_buckets} length bucket(s)")
     return 0

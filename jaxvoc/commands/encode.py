@@ -5,8 +5,9 @@ codec's rate), ``sample_rate``, and what identifies the model (``model``: its fi
 ``samples_per_frame``), so that ``jaxvoc decode`` refuses tokens made by another model.
 
 Files of different lengths are padded into a few length buckets and batched; every item is encoded as NeMo
-encodes it alone (the padding never changes a token). Every input is read and checked before anything is
-written.
+encodes it alone (the padding never changes a token). Files longer than ``--window`` frames are encoded in
+overlapping windows (jaxvoc.models.codec_stream.encode_long): the same tokens, one program, the memory of one
+window. Every input is read and checked before anything is written.
 
 All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
 on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
@@ -31,6 +32,10 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=4, help="files encoded together (default 4)")
     p.add_argument("--no-bucket", action="store_true",
                    help="no length buckets: every distinct length compiles once (same tokens)")
+    p.add_argument("--window", type=int, default=None, metavar="FRAMES",
+                   help="files longer than FRAMES codec frames are encoded in overlapping windows of FRAMES frames "
+                        "(one compiled program, the memory of one window, identical tokens); default "
+                        "256, 0 = off")
 
 
 def write_npz(path: str, **arrays) -> None:
@@ -54,12 +59,25 @@ def run(args) -> int:
             raise UserError(f"{path} is too short ({len(y)} samples at {cfg.sample_rate} Hz); the codec needs at "
                             f"least {minimum} samples ({minimum / cfg.sample_rate:.3f} s)")
         audios.append(y)
+    from jaxvoc.models.codec_stream import DEFAULT_ENCODE_WINDOW, encoder_receptive_field
+    from jaxvoc.models.windowed import check_window
+
+    if args.window is not None and args.window < 0:
+        raise UserError("--window must be 0 (off) or a number of frames")
+    window = DEFAULT_ENCODE_WINDOW if args.window is None else args.window
+    if window:
+        check_window(window, encoder_receptive_field(cfg))
     outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     frames = [-(-len(y) // spf) for y in audios]
+    long_items = [i for i, f in enumerate(frames) if window and f > window]
+    short_items = [i for i in range(len(frames)) if i not in set(long_items)]
     bucket = not args.no_bucket
-    plan, n_buckets = plan_batches(frames, args.batch_size, bucket, CODEC_BUCKET_FRAMES)
+    plan, n_buckets = plan_batches([frames[i] for i in short_items], args.batch_size, bucket, CODEC_BUCKET_FRAMES)
+    plan = [(L, [short_items[j] for j in idx]) for L, idx in plan]
     before = model.compilations["encode"]
     results: dict[int, np.ndarray] = {}
+    for i in long_items:
+        results[i] = model.encode_long(audios[i], window)
     for L, idx in tqdm(plan, desc="encode", unit="batch", file=sys.stderr, disable=None):
         B = args.batch_size if bucket else len(idx)
         batch, lengths = fill_batch([audios[i] for i in idx], B, L * spf, 0, dtype=np.float32)  # filler: silence

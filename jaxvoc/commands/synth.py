@@ -6,6 +6,11 @@ traced data: no extra compilation), so every output is what the model gives that
 padding: buckets change the speed, never the result. Every input is read and checked before anything is
 written.
 
+Inputs longer than ``--window`` frames go through overlapping windows of that many frames, one window at a time
+(jaxvoc.models.windowed): one compiled program and the memory of one window whatever the length; the output
+equals a whole run. Their .npy mels are read window by window and their audio is written window by window.
+Running out of memory is a one-line error (exit 2) naming --window.
+
 All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
 on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
 """
@@ -20,6 +25,7 @@ import numpy as np
 from jaxvoc.commands.common import open_model, write_wavs
 from jaxvoc.errors import UserError
 from jaxvoc.io.batching import bucket_length, fill_batch, plan_batches
+from jaxvoc.models.windowed import DEFAULT_WINDOW, check_window, default_window
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc checkpoint folder (from jaxvoc convert)")
@@ -33,6 +39,10 @@ def add_arguments(p):
     p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale (default 0.6)")
     p.add_argument("--denoise", type=float, default=0.0, help="WaveGlow: denoiser strength (default 0, off)")
     p.add_argument("--seed", type=int, default=0, help="WaveGlow: noise seed (default 0)")
+    p.add_argument("--window", type=int, default=None, metavar="FRAMES",
+                   help="inputs longer than FRAMES mel frames are synthesized in overlapping windows of FRAMES "
+                        "frames (one compiled program, the memory of one window whatever the length, output "
+                        f"equal to a whole run); default {DEFAULT_WINDOW} (at least 4x the receptive field), 0 = off")
 
 
 def read_mel(path: str, num_mels: int) -> np.ndarray:
@@ -59,16 +69,24 @@ def read_mel(path: str, num_mels: int) -> np.ndarray:
     return np.ascontiguousarray(m.T.astype(np.float32))
 
 
-def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
-    """Every input as a mel [T, n_mels]; audio goes through the model's own front-end, bucketed by length."""
+def mels_from_inputs(model, paths: list[str], bucket: bool, window: int = 0) -> list:
+    """Every input as a mel [T, n_mels]; audio goes through the model's own front-end, bucketed by length.
+    A .npy mel longer than ``window`` frames (> 0) stays on disk (``NpyFrames``, read window by window)."""
     from jaxvoc.io.audio import load_audio
+    from jaxvoc.io.npy_frames import NpyFrames, npy_frames
     from jaxvoc.dsp.stft import reflect_pad
 
     cfg = model.mel_config
     mels = []
     for path in paths:
         if path.lower().endswith(".npy"):
-            mels.append(read_mel(path, model.num_mels))
+            n = npy_frames(path) if window and os.path.exists(path) else None
+            if n is not None and n > window:
+                m = NpyFrames(path, model.num_mels)
+                m.check_finite()
+                mels.append(m)
+            else:
+                mels.append(read_mel(path, model.num_mels))
             continue
         y = load_audio(path, model.sampling_rate)
         frames = cfg.frames(len(y))
@@ -82,17 +100,42 @@ def mels_from_inputs(model, paths: list[str], bucket: bool) -> list[np.ndarray]:
     return mels
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """XLA's RESOURCE_EXHAUSTED (an allocation the device or host could not make) or Python's MemoryError."""
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e)
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a one-line error
+        if not is_out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"out of memory ({first}); give a smaller --window (default {DEFAULT_WINDOW}) or "
+                        "--batch-size") from None
+
+
+def _run(args) -> int:
     from tqdm import tqdm
 
     from jaxvoc.io.atomic import AllOrNothing
 
+    if args.window is not None and args.window < 0:
+        raise UserError("--window must be 0 (off) or a number of frames")
     stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
-    bucket = not args.no_bucket
-    mels = mels_from_inputs(model, args.inputs, bucket)
     opts = {k: getattr(args, k) for k in model.synth_options}
+    rf = model.receptive_field(**opts)
+    window = default_window(rf) if args.window is None else args.window
+    if window:
+        check_window(window, rf)
+    bucket = not args.no_bucket
+    mels = mels_from_inputs(model, args.inputs, bucket, window)
+    long_items = [i for i, m in enumerate(mels) if window and len(m) > window]
+    short_items = [i for i in range(len(mels)) if i not in set(long_items)]
 
-    batches, n_buckets = plan_batches([len(m) for m in mels], args.batch_size, bucket)
+    plan, n_buckets = plan_batches([len(mels[i]) for i in short_items], args.batch_size, bucket)
+    batches = [(L, [short_items[j] for j in idx]) for L, idx in plan]
     outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     before = model.compilations
     results: dict[int, np.ndarray] = {}
@@ -104,8 +147,25 @@ def run(args) -> int:
         audio = np.asarray(model.vocode(batch, lengths=lengths if bucket else None, **opts))
         for r, i in enumerate(idx):
             results[i] = audio[r, :len(mels[i]) * model.hop_size]
-    write_wavs(outputs, args.out_dir, stems, [results[i] for i in range(len(stems))], model.sampling_rate,
-               args.subtype)
+    with outputs:
+        for i in tqdm(long_items, desc="synth (windows)", unit="file", file=sys.stderr, disable=None):
+            write_windowed(model, mels[i], window, 1, opts,
+                           outputs.stage(os.path.join(args.out_dir, stems[i] + ".wav"), ".wav"), args.subtype)
+        write_wavs(outputs, args.out_dir, [stems[i] for i in short_items], [results[i] for i in short_items],
+                   model.sampling_rate, args.subtype)
+    windows = f" and {len(long_items)} windowed file(s)" if long_items else ""
     print(f"wrote {len(stems)} file(s) to {args.out_dir}; {model.compilations - before} compilation(s) of the "
-          f"{model.kind} generator for {n_buckets} length bucket(s)")
+          f"{model.kind} generator for {n_buckets} length bucket(s){windows}")
     return 0
+
+
+def write_windowed(model, mel, window: int, batch: int, opts: dict, tmp: str, subtype: str) -> None:
+    """One long input through windows, its audio written window by window to ``tmp`` (a staged temporary
+    path of the command's AllOrNothing)."""
+    import soundfile as sf
+
+    from jaxvoc.models.windowed import run_windows
+
+    with sf.SoundFile(tmp, "w", samplerate=model.sampling_rate, channels=1, subtype=subtype, format="WAV") as f:
+        for _, _, audio in run_windows(model, [(0, mel)], window, batch, **opts):
+            f.write(np.clip(audio, -1.0, 1.0) if subtype.startswith("PCM") else audio)

@@ -682,6 +682,21 @@ class Pretrained:
                                    isolate)
         return (audio[0], alen[0]) if squeeze else (audio, alen)
 
+    def stream_decode(self, window: int | None = None):
+        """Exact streaming decode: ``s.push(tokens [num_codebooks, n])`` -> the audio that is final so far,
+        ``s.flush()`` -> the rest; concatenated, ``decode(tokens, isolate=True)`` of the whole sequence
+        (``jaxvoc.models.codec_stream``). Latency ``s.latency_ms``."""
+        from jaxvoc.models import codec_stream
+
+        return codec_stream.stream_decode(self, window or codec_stream.DEFAULT_DECODE_WINDOW)
+
+    def encode_long(self, audio, window: int | None = None) -> np.ndarray:
+        """audio [N] -> tokens [num_codebooks, frames] identical to encoding it whole, through windows of
+        ``window`` frames (one program, the memory of one window); ``jaxvoc encode --window``."""
+        from jaxvoc.models import codec_stream
+
+        return codec_stream.encode_long(self, audio, window or codec_stream.DEFAULT_ENCODE_WINDOW)
+
     def _check_lengths(self, lengths, shape, minimum: int, unit: str) -> None:
         if isinstance(lengths, jax.core.Tracer):
             return

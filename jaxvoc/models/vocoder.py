@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
 from jaxvoc.errors import UserError
-from jaxvoc.models.base import counting_jit
+from jaxvoc.models.base import counting_jit, release_memory
 
 Array = jax.Array
 
@@ -48,6 +48,7 @@ class Vocoder:
         self.params = params
         self.compilations = 0
         self.mel_compilations = 0
+        self._compiled: set = set()
 
         def count(attr):
             return lambda: setattr(self, attr, getattr(self, attr) + 1)
@@ -106,7 +107,41 @@ class Vocoder:
             if lengths.min() < 1 or lengths.max() > frames:
                 raise ValueError(f"lengths must lie in [1, {frames}] (the padded frame count), got {lengths}")
             dyn["lengths"] = jnp.asarray(lengths, jnp.int32)
-        out = self._synth(self.params, mels[None] if squeeze else mels, dyn, static)
+        mels = mels[None] if squeeze else mels
+        key = (mels.shape, static, tuple((k, jnp.shape(v), jnp.result_type(v)) for k, v in sorted(dyn.items())))
+        if key not in self._compiled:  # compile ahead of the first run, then return the compiler's scratch
+            self._synth.lower(self.params, mels, dyn, static).compile()  # (jit reuses this executable)
+            release_memory()
+            self._compiled.add(key)
+        out = self._synth(self.params, mels, dyn, static)
         return out[0] if squeeze else out
 
     __call__ = vocode
+
+    # --- any length, streaming (jaxvoc.models.windowed) -------------------------------------------------------
+    def window_options(self, starts) -> dict:
+        """Options that tell ``_synthesize`` where each row of a window batch starts in its item (frames
+        ``starts`` [B]); none for a model whose output depends on the mel alone."""
+        return {}
+
+    def receptive_field(self, **opts):
+        """Mel frames (left, right) one frame's audio depends on: ``jaxvoc.models.windowed.ReceptiveField``."""
+        from jaxvoc.models import windowed
+
+        return windowed.receptive_field(self, **opts)
+
+    def synthesize_long(self, mels, window: int | None = None, batch: int = 1, **opts):
+        """Audio of mels of any length in the memory of one window: mels [frames, num_mels] (or [B, frames,
+        num_mels], or a list of [frames_i, num_mels]) -> list of float32 numpy arrays [frames_i * hop_size],
+        equal to ``self(mel)``. Windows of ``window`` frames (default ``windowed.default_window``: 1024 frames, or
+        4x the receptive field when more), ``batch`` windows per call; one compiled program for every length."""
+        from jaxvoc.models import windowed
+
+        return windowed.synthesize_long(self, mels, window, batch, **opts)
+
+    def stream(self, window: int | None = None, **opts):
+        """An exact stream: ``s = model.stream(); s.push(frames) -> final audio so far; s.flush() -> the rest``
+        (``jaxvoc.models.windowed.Stream``); latency ``s.latency_ms``."""
+        from jaxvoc.models import windowed
+
+        return windowed.Stream(self, window, **opts)

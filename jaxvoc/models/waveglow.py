@@ -321,17 +321,17 @@ class WaveGlow(nn.Module):
         return jnp.concatenate(early_out + [audio], axis=-1), log_s_list, log_det_list
 
     def infer(self, mel: Array, sigma: float | Array = 1.0, noise: Sequence[Array] | None = None,
-              rng: Array | None = None, lengths: Array | None = None) -> Array:
+              rng: Array | None = None, lengths: Array | None = None, offsets: Array | None = None) -> Array:
         """Synthesis. ``noise``: the standard-normal draws in the official order (first [B, G,
         n_remaining_channels], then [B, G, n_early_size] for each early exit from the last flow backwards;
-        see :func:`noise_shapes`); else drawn from ``rng``.
+        see :func:`noise_shapes`); else drawn from ``rng`` per absolute group (:func:`positional_noise`; row b
+        starts at group ``offsets[b]``, default 0), so a sample's noise depends on the seed and its place in
+        its item only (not on the padded length, the batch row, a window or a stream push).
 
         ``lengths`` ([B] int, traced): each item's own frame count in a padded batch. Item b's first
         ``lengths[b] * 256`` samples are then what the official infer gives that item alone at its own length
         with the same noise, whatever the mel holds past it (the up-sampler's crop and the WN convs' zero
-        padding happen at each item's end); the samples past it are zero. Noise drawn from ``rng`` is then
-        drawn per group position (:func:`draw_noise`), so an item's draws do not depend on the padded
-        length either."""
+        padding happen at each item's end); the samples past it are zero."""
         c = self.config
         ends = None
         if lengths is not None:
@@ -349,7 +349,8 @@ class WaveGlow(nn.Module):
         if noise is None:
             if rng is None:
                 raise ValueError("infer needs noise or rng")
-            noise = draw_noise(rng, shapes, spect.dtype, per_position=lengths is not None)
+            noise = positional_noise(c, rng, jnp.zeros((B,), jnp.int32) if offsets is None else offsets, G)
+            noise = [n.astype(spect.dtype) for n in noise]
         if len(noise) != len(shapes) or any(tuple(n.shape) != s for n, s in zip(noise, shapes)):
             raise ValueError(f"noise shapes {[tuple(n.shape) for n in noise]} differ from {shapes}")
         draws = iter(noise)
@@ -365,28 +366,24 @@ class WaveGlow(nn.Module):
         return audio.reshape(B, G * c.n_group)
 
 
-def draw_noise(rng: Array, shapes: Sequence[tuple[int, int, int]], dtype=jnp.float32,
-               per_position: bool = False) -> list[Array]:
-    """Standard-normal draws of the given [B, G, C] shapes from one key (one sub-key per draw). With
-    ``per_position``, draw [b, g, :] comes from a key folded with b and g: the same whatever G (an item's
-    noise does not depend on how far its batch is padded)."""
-    keys = jax.random.split(rng, len(shapes))
-    if not per_position:
-        return [jax.random.normal(key, s, dtype) for key, s in zip(keys, shapes)]
-
-    def one(key, shape):
-        B, G, C = shape
-        at = lambda b, g: jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, b), g), (C,), dtype)  # noqa: E731
-        return jax.vmap(lambda b: jax.vmap(lambda g: at(b, g))(jnp.arange(G)))(jnp.arange(B))
-
-    return [one(key, s) for key, s in zip(keys, shapes)]
-
-
 def noise_shapes(config: WaveGlowConfig, batch: int, groups: int) -> list[tuple[int, int, int]]:
     """Shapes (channels-last) of the normal draws of ``infer``, in the official order."""
     shapes = [(batch, groups, config.n_remaining_channels)]
     shapes += [(batch, groups, config.n_early_size)] * len(config.early_flows())
     return shapes
+
+
+def positional_noise(config: WaveGlowConfig, rng: Array, offsets: Array, groups: int) -> list[Array]:
+    """The draws of ``infer`` (shapes of :func:`noise_shapes`) with group g of row b a function of ``rng`` and
+    its absolute index ``offsets[b] + g`` alone: n_group normals from ``fold_in(rng, index)``, split over the
+    draws in order. So a seed gives the same noise at the same place of an item whatever the window, stream
+    push, batch row or padded length it is computed in."""
+    idx = (offsets.astype(jnp.uint32)[:, None] + jnp.arange(groups, dtype=jnp.uint32)[None, :])
+    draw = lambda i: jax.random.normal(jax.random.fold_in(rng, i), (config.n_group,), jnp.float32)
+    z = jax.vmap(jax.vmap(draw))(idx)  # [B, G, n_group]
+    sizes = [s[-1] for s in noise_shapes(config, 1, 1)]
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    return jnp.split(z, cuts, axis=-1)
 
 
 def nll(z: Array, log_s_list: Sequence[Array], log_det_W_list: Sequence[Array], sigma: float = 1.0) -> Array:
@@ -486,11 +483,15 @@ class Pretrained(Vocoder):
             self._bias_spec = Denoiser(self.module, self.params).bias_spec
         return self._bias_spec
 
-    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0, lengths=None) -> Array:
-        """See :meth:`Vocoder.vocode` for ``lengths`` and :meth:`WaveGlow.infer` for the noise it implies.
-        The denoiser (``denoise`` > 0) runs on the whole padded output: with lengths, its STFT frames at an
-        item's end still see the zeros past it."""
-        opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed)}
+    def vocode(self, mels, sigma: float = 0.6, seed: int = 0, denoise: float = 0.0, lengths=None,
+               offset=None) -> Array:
+        """See :meth:`Vocoder.vocode` for ``lengths`` and :meth:`WaveGlow.infer` for the noise. ``offset``: per
+        row, the group index (sample / n_group) of the row's first sample in its item (windows and streams pass
+        it). The denoiser (``denoise`` > 0) runs on the whole padded output: with lengths, its STFT frames at
+        an item's end still see the zeros past it."""
+        rows = 1 if jnp.ndim(mels) == 2 else jnp.shape(mels)[0]
+        opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed),
+                "offset": jnp.zeros((rows,), jnp.int32) if offset is None else jnp.asarray(offset, jnp.int32)}
         if denoise and denoise > 0:
             opts["denoise"] = jnp.float32(denoise)
             opts["bias_spec"] = self.bias_spec
@@ -498,9 +499,14 @@ class Pretrained(Vocoder):
 
     __call__ = vocode
 
-    def _synthesize(self, params, mels: Array, sigma, seed, denoise=None, bias_spec=None, lengths=None) -> Array:
+    def window_options(self, starts) -> dict:
+        return {"offset": np.asarray(starts, np.int64) * UPSAMPLE_STRIDE // self.config.n_group}
+
+    def _synthesize(self, params, mels: Array, sigma, seed, offset, denoise=None, bias_spec=None,
+                    lengths=None) -> Array:
         rng = jax.random.PRNGKey(seed)
-        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, lengths=lengths, method=WaveGlow.infer)
+        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, lengths=lengths, offsets=offset,
+                                  method=WaveGlow.infer)
         if denoise is not None:
             audio = denoise_audio(audio, bias_spec, denoise)
         return audio

@@ -1,0 +1,73 @@
+"""Peak memory of `jaxvoc synth` on long mels: each length in its own process (`python -m jaxvoc.cli synth`,
+windows of --window frames), its peak resident set size read from the kernel when it ends (os.wait4).
+
+    python -m experiments.bench long-bigvgan [--ckpt DIR] [--minutes 60 5] [--window W] [--config NAME]
+
+Without --ckpt, a checkpoint of the official model at the config's full size (random weights, the official
+init) is written to a temporary folder. Mels are random log-mels of the given durations, saved as .npy.
+Ends with `long-bigvgan: peak RSS A GB (60 min), B GB (5 min)` (one figure per --minutes, in that order).
+A 60-minute run takes hours on a small CPU: the durations are arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def peak_rss_gb(cmd: list[str], env: dict) -> tuple[float, float, int]:
+    """(peak RSS in GB, wall seconds, exit code) of one subprocess."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode:
+        print(err.strip().splitlines()[-1] if err.strip() else "", file=sys.stderr)
+    return usage.ru_maxrss * 1024 / 1e9, time.perf_counter() - t0, proc.returncode
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="bench.py long-bigvgan", description=__doc__.split("\n")[0])
+    p.add_argument("--ckpt", default=None, help="a jaxvoc BigVGAN checkpoint (default: full size, random)")
+    p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official config, without --ckpt")
+    p.add_argument("--minutes", type=float, nargs="+", default=[60.0, 5.0])
+    p.add_argument("--window", type=int, default=0, help="synth --window (0: its default)")
+    args = p.parse_args(argv)
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = args.ckpt
+        if ckpt is None:
+            from conversion import bigvgan as cb
+            from jaxvoc.models.bigvgan import BigVGANConfig
+
+            src = cb.write_official_folder(os.path.join(tmp, "official"),
+                                           BigVGANConfig.official(args.config).to_dict(), seed=0)
+            ckpt = os.path.join(tmp, "ckpt")
+            subprocess.run([sys.executable, "-m", "jaxvoc.cli", "convert", "bigvgan", src, ckpt], env=env,
+                           check=True, stdout=subprocess.DEVNULL)
+        import jaxvoc
+
+        model = jaxvoc.load(ckpt)
+        figures = []
+        for minutes in args.minutes:
+            frames = int(minutes * 60 * model.sampling_rate / model.hop_size)
+            path = os.path.join(tmp, f"mel_{minutes:g}min.npy")
+            np.save(path, np.random.default_rng(0).normal(-6, 2, (model.num_mels, frames)).astype(np.float32))
+            cmd = [sys.executable, "-m", "jaxvoc.cli", "synth", ckpt, path, "-o", os.path.join(tmp, "out")]
+            if args.window:
+                cmd += ["--window", str(args.window)]
+            gb, wall, rc = peak_rss_gb(cmd, env)
+            os.remove(path)
+            print(f"{minutes:g} min ({frames} frames): peak RSS {gb:.2f} GB, {wall:.0f} s, exit {rc}", flush=True)
+            figures.append(f"{gb:.2f} GB ({minutes:g} min)")
+    print("long-bigvgan: peak RSS " + ", ".join(figures))
+    return 0
