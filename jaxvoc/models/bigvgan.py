@@ -148,8 +148,8 @@ def _act_conv(block, x: Array, ends: Array | None, act: str, conv: str, dilation
                   kernel_init=_normal(0.01), name=conv)(zero_past(xt, ends))
 
 
-class AMPBlock1(nn.Module):
-    """Per dilation: act -> dilated conv -> act -> conv (dilation 1), added to the input."""
+class _AMPBlock(nn.Module):
+    """The settings both AMP blocks share (those of the official AMPBlock1/AMPBlock2 constructors)."""
 
     channels: int
     kernel_size: int
@@ -157,6 +157,11 @@ class AMPBlock1(nn.Module):
     activation: str
     logscale: bool
     filter: tuple[float, ...] | None = None
+
+
+
+class AMPBlock1(_AMPBlock):
+    """Per dilation: act -> dilated conv -> act -> conv (dilation 1), added to the input."""
 
     @nn.compact
     def __call__(self, x: Array, ends: Array | None = None) -> Array:
@@ -168,15 +173,8 @@ class AMPBlock1(nn.Module):
         return x
 
 
-class AMPBlock2(nn.Module):
+class AMPBlock2(_AMPBlock):
     """Per dilation: act -> dilated conv, added to the input."""
-
-    channels: int
-    kernel_size: int
-    dilation: Sequence[int]
-    activation: str
-    logscale: bool
-    filter: tuple[float, ...] | None = None
 
     @nn.compact
     def __call__(self, x: Array, ends: Array | None = None) -> Array:
