@@ -107,7 +107,11 @@ def _storage_error(e: BaseException) -> OSError | None:
 
 
 def _resource_exhausted(e: BaseException) -> bool:
-    return type(e).__name__ in ("XlaRuntimeError", "JaxRuntimeError") and "RESOURCE_EXHAUSTED" in str(e)
+    """XLA's out-of-memory (an XlaRuntimeError / JaxRuntimeError, or a RuntimeError wrapping it)."""
+    return isinstance(e, RuntimeError) and "RESOURCE_EXHAUSTED" in str(e)
+
+
+OUT_OF_MEMORY_FIX = "lower --batch-size, give shorter inputs, or a smaller --window (synth, encode)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"jaxvoc: error: {_os_error_line(e)}", file=sys.stderr)
     except MemoryError:
-        print("jaxvoc: error: out of memory; lower --batch-size or give shorter inputs", file=sys.stderr)
+        print(f"jaxvoc: error: out of memory; {OUT_OF_MEMORY_FIX}", file=sys.stderr)
     except KeyboardInterrupt:
         print("jaxvoc: interrupted", file=sys.stderr)
         return 130
@@ -134,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if not _resource_exhausted(e):
             raise
         first = " ".join(str(e).split())[:200]
-        print(f"jaxvoc: error: the accelerator ran out of memory ({first}); lower --batch-size or give shorter "
-              "inputs", file=sys.stderr)
+        print(f"jaxvoc: error: out of memory: the accelerator ran out of memory ({first}); {OUT_OF_MEMORY_FIX}",
+              file=sys.stderr)
     return 2
 
 

@@ -9,7 +9,7 @@ written.
 Inputs longer than ``--window`` frames go through overlapping windows of that many frames, one window at a time
 (jaxvoc.models.windowed): one compiled program and the memory of one window whatever the length; the output
 equals a whole run. Their .npy mels are read window by window and their audio is written window by window.
-Running out of memory is a one-line error (exit 2) naming --window.
+Running out of memory is a one-line error (exit 2, jaxvoc.cli) naming --window.
 
 All or nothing: every output is written to a temporary file beside its target and all are renamed at the end;
 on any failure (a bad input, a write or rename error) no output of the run remains (jaxvoc.io.atomic.AllOrNothing).
@@ -100,23 +100,7 @@ def mels_from_inputs(model, paths: list[str], bucket: bool, window: int = 0) -> 
     return mels
 
 
-def is_out_of_memory(e: BaseException) -> bool:
-    """XLA's RESOURCE_EXHAUSTED (an allocation the device or host could not make) or Python's MemoryError."""
-    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) or "Out of memory" in str(e)
-
-
 def run(args) -> int:
-    try:
-        return _run(args)
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is turned into a one-line error
-        if not is_out_of_memory(e):
-            raise
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise UserError(f"out of memory ({first}); give a smaller --window (default {DEFAULT_WINDOW}) or "
-                        "--batch-size") from None
-
-
-def _run(args) -> int:
     from tqdm import tqdm
 
     from jaxvoc.io.atomic import AllOrNothing
