@@ -60,13 +60,9 @@ def run(args) -> int:
                             f"least {minimum} samples ({minimum / cfg.sample_rate:.3f} s)")
         audios.append(y)
     from jaxvoc.models.codec_stream import DEFAULT_ENCODE_WINDOW, encoder_receptive_field
-    from jaxvoc.models.windowed import check_window
+    from jaxvoc.models.windowed import resolve_window
 
-    if args.window is not None and args.window < 0:
-        raise UserError("--window must be 0 (off) or a number of frames")
-    window = DEFAULT_ENCODE_WINDOW if args.window is None else args.window
-    if window:
-        check_window(window, encoder_receptive_field(cfg))
+    window = resolve_window(args.window, DEFAULT_ENCODE_WINDOW, encoder_receptive_field(cfg))
     outputs = AllOrNothing(args.out_dir)  # checks the output folder now, writes nothing until the end
     frames = [-(-len(y) // spf) for y in audios]
     long_items = [i for i, f in enumerate(frames) if window and f > window]

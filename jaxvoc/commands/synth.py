@@ -25,7 +25,7 @@ import numpy as np
 from jaxvoc.commands.common import open_model, write_wavs
 from jaxvoc.errors import UserError
 from jaxvoc.io.batching import bucket_length, fill_batch, plan_batches
-from jaxvoc.models.windowed import DEFAULT_WINDOW, check_window, default_window
+from jaxvoc.models.windowed import DEFAULT_WINDOW, default_window, resolve_window
 
 def add_arguments(p):
     p.add_argument("ckpt", help="a jaxvoc checkpoint folder (from jaxvoc convert)")
@@ -105,14 +105,10 @@ def run(args) -> int:
 
     from jaxvoc.io.atomic import AllOrNothing
 
-    if args.window is not None and args.window < 0:
-        raise UserError("--window must be 0 (off) or a number of frames")
     stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
     opts = {k: getattr(args, k) for k in model.synth_options}
     rf = model.receptive_field(**opts)
-    window = default_window(rf) if args.window is None else args.window
-    if window:
-        check_window(window, rf)
+    window = resolve_window(args.window, default_window(rf), rf)
     bucket = not args.no_bucket
     mels = mels_from_inputs(model, args.inputs, bucket, window)
     long_items = [i for i, m in enumerate(mels) if window and len(m) > window]

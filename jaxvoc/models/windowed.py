@@ -178,6 +178,17 @@ def latency_ms(model: Any, rf: ReceptiveField | None = None) -> float:
     return 1000.0 * rf.right * model.hop_size / model.sampling_rate
 
 
+def resolve_window(window: int | None, default: int, rf: ReceptiveField) -> int:
+    """A command's ``--window``: ``default`` when not given, 0 for no windows, else checked against the
+    receptive field."""
+    if window is not None and window < 0:
+        raise UserError("--window must be 0 (off) or a number of frames")
+    window = default if window is None else window
+    if window:
+        check_window(window, rf)
+    return window
+
+
 def check_window(window: int, rf: ReceptiveField, what: str = "--window") -> None:
     if window <= rf.total:
         raise UserError(f"{what} {window} is too small: the model's receptive field spans {rf.left} + {rf.right} "
