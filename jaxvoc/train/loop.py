@@ -175,9 +175,7 @@ def build(task, mesh, segment_size: int, seed: int, fsdp_min_size: int = 2 ** 16
 def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, task=None,
           max_steps: int | None = None, progress: bool | None = None) -> dict:
     """Runs (or resumes) training; returns a summary dict (steps done, last metrics, last validation)."""
-    from tqdm import tqdm
-
-    from jaxvoc.train.tasks import build_task, check_start
+    from jaxvoc.train.tasks import check_start
 
     t = cfg.train
     total = int(max_steps or t.training_steps)
