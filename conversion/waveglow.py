@@ -331,6 +331,25 @@ def randomize_(model, seed: int, end_scale: float = 0.1, w_scale: float = 0.1) -
 
 
 @contextlib.contextmanager
+def official_denoiser_on_cpu(float64: bool = False) -> Iterator[None]:
+    """The official ``waveglow.denoiser.Denoiser`` on the CPU: its ``.cuda()`` calls become no-ops; with
+    ``float64`` its STFT module's ``.cuda()`` becomes ``.double()`` and tensors' ``.float()`` a no-op, so with a
+    ``.double()`` model and float64 audio everything stays float64 (the float64 reference run). Use together
+    with :func:`official_noise` (its bias audio calls infer)."""
+    import torch
+
+    saved = torch.nn.Module.cuda, torch.Tensor.cuda, torch.Tensor.float
+    torch.nn.Module.cuda = (lambda self, *a, **k: self.double()) if float64 else (lambda self, *a, **k: self)
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    if float64:
+        torch.Tensor.float = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.nn.Module.cuda, torch.Tensor.cuda, torch.Tensor.float = saved
+
+
+@contextlib.contextmanager
 def official_noise(draws: Sequence[Any] | None = None, seed: int = 0, dtype=None) -> Iterator[list]:
     """Replaces the official infer's ``torch.cuda.FloatTensor(...).normal_()`` (CUDA only) by CPU tensors:
     the given ``draws`` in order (channels-first torch tensors or numpy arrays), or seeded normal noise, as

@@ -99,10 +99,7 @@ def test_synth_bigvgan_buckets_equal_the_official_model_per_item(variant, tmp_pa
     proc = run_cli("convert", "bigvgan", folder, ckpt)
     assert proc.returncode == 0, proc.stderr
     mels = bigvgan_mels(config)
-    inputs = []
-    for i, m in enumerate(mels):
-        np.save(tmp_path / f"m{i}.npy", m)
-        inputs.append(tmp_path / f"m{i}.npy")
+    inputs = save_mels(mels, tmp_path)
     proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT")
     assert proc.returncode == 0, proc.stderr
     snrs = []
@@ -158,6 +155,14 @@ def waveglow(tmp_path_factory):
     return model, cw.double_model(model), d / "ck"
 
 
+def save_mels(mels: list[np.ndarray], folder) -> list:
+    """m0.npy, m1.npy, ... in ``folder``: the paths."""
+    paths = [folder / f"m{i}.npy" for i in range(len(mels))]
+    for m, p in zip(mels, paths):
+        np.save(p, m)
+    return paths
+
+
 def waveglow_refs(model, model64, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.inference_mode():
         m = torch.from_numpy(mel[None])
@@ -175,10 +180,7 @@ def waveglow_mels() -> list[np.ndarray]:
 def test_synth_waveglow_buckets_equal_the_official_model_per_item(waveglow, tmp_path):
     model, model64, ckpt = waveglow
     mels = waveglow_mels()
-    inputs = []
-    for i, m in enumerate(mels):
-        np.save(tmp_path / f"m{i}.npy", m)
-        inputs.append(tmp_path / f"m{i}.npy")
+    inputs = save_mels(mels, tmp_path)
     proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT", "--sigma", "0")
     assert proc.returncode == 0, proc.stderr
     snrs = []
@@ -187,6 +189,36 @@ def test_synth_waveglow_buckets_equal_the_official_model_per_item(waveglow, tmp_
         ref, ref64 = waveglow_refs(model, model64, m)
         snrs.append(assert_exact(out, ref, ref64, f"item {i} ({m.shape[1]} frames)"))
     print("waveglow SNR dB per item:", [round(s, 1) for s in snrs])
+
+
+def waveglow_denoised_refs(model, model64, mel: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """The official infer (sigma 0) then the official Denoiser, on one item alone: float32 and float64."""
+    from waveglow.denoiser import Denoiser
+
+    out = []
+    for m, dtype in ((model, torch.float32), (model64, torch.float64)):
+        with torch.inference_mode(), cw.official_noise(seed=0, dtype=dtype), \
+                cw.official_denoiser_on_cpu(float64=dtype == torch.float64):
+            audio = m.infer(torch.from_numpy(mel[None]).to(dtype), sigma=0.0)
+            out.append(Denoiser(m)(audio, strength)[0, 0].numpy())
+    return out[0], out[1]
+
+
+def test_synth_waveglow_denoise_buckets_equal_the_official_per_item(waveglow, tmp_path):
+    """--denoise through the default buckets: the denoiser's STFT reflects at each item's own end and its
+    inverse envelope is that item's own (the official Denoiser on the item alone)."""
+    model, model64, ckpt = waveglow
+    mels = waveglow_mels()
+    inputs = save_mels(mels, tmp_path)
+    proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT", "--sigma", "0",
+                   "--denoise", "0.1")
+    assert proc.returncode == 0, proc.stderr
+    snrs = []
+    for i, m in enumerate(mels):
+        out, _ = sf.read(tmp_path / "out" / f"m{i}.wav", dtype="float32")
+        ref, ref64 = waveglow_denoised_refs(model, model64, m, 0.1)
+        snrs.append(assert_exact(out, ref, ref64, f"item {i} ({m.shape[1]} frames)"))
+    print("waveglow --denoise 0.1 SNR dB per item:", [round(s, 1) for s in snrs])
 
 
 def test_waveglow_lengths_ignore_garbage_padding(waveglow):

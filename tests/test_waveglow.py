@@ -13,7 +13,6 @@ acceptance figures and leave room for other CPUs, while a wrong layer, order or 
 
 from __future__ import annotations
 
-import contextlib
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,43 +147,39 @@ def test_infer_batch_and_pretrained_api(small):
     assert np.asarray(m.vocode(mel[0], sigma=0.0)).shape == (6 * 256,)
 
 
-@contextlib.contextmanager
-def cpu_cuda():
-    """The official Denoiser moves its STFT and input with .cuda(); on the CPU make that a no-op."""
-    a, b = torch.nn.Module.cuda, torch.Tensor.cuda
-    torch.nn.Module.cuda = lambda self, *x, **k: self
-    torch.Tensor.cuda = lambda self, *x, **k: self
-    try:
-        yield
-    finally:
-        torch.nn.Module.cuda, torch.Tensor.cuda = a, b
-
-
 def test_denoiser(small):
+    """The official Denoiser (float32, and float64 as the reference) against jaxvoc's: the bias spectrum, the
+    denoiser on real speech at two strengths, and the whole path model(mel, sigma=0, denoise=s)."""
     from waveglow.denoiser import Denoiser
 
     model, params = small
-    with cpu_cuda(), cw.official_noise(seed=0), torch.no_grad():
-        den = Denoiser(model)  # bias audio from a zero mel at sigma 0: the noise values do not matter
-        audio = torch.from_numpy(speech(22050)[13000:13000 + 30 * 256][None].copy())
-        refs = {s: den(audio, s)[0, 0].numpy() for s in (0.1, 2.0)}
-        bias = den.bias_spec[0, :, 0].numpy()
+    m64 = cw.double_model(model)
+    audio = speech(22050)[13000:13000 + 30 * 256][None].copy()
+    mel, _ = speech_mel(SMALL, 12)
+    refs = {}
+    for net, dtype in ((model, torch.float32), (m64, torch.float64)):
+        with torch.inference_mode(), cw.official_noise(seed=0, dtype=dtype), \
+                cw.official_denoiser_on_cpu(float64=dtype == torch.float64):
+            den = Denoiser(net)  # bias audio from a zero mel at sigma 0: the noise values do not matter
+            x = torch.from_numpy(audio).to(dtype)
+            refs[dtype] = {"bias": den.bias_spec[0, :, 0].numpy(),
+                           **{s: den(x, s)[0, 0].numpy() for s in (0.1, 2.0)},
+                           "model": den(net.infer(mel.to(dtype), sigma=0.0), 0.3)[0, 0].numpy()}
+    r32, r64 = refs[torch.float32], refs[torch.float64]
     m = wg.Pretrained(SMALL, params)  # its bias spectrum comes from wg.Denoiser
-    assert snr_db(np.asarray(m.bias_spec)[0, 0], bias) >= 100
+    assert_infer_equivalent(np.asarray(m.bias_spec)[0, 0], r32["bias"], r64["bias"])
     den_fn = jax.jit(wg.denoise_audio)
-    for s, ref in refs.items():
-        out = np.asarray(den_fn(jnp.asarray(audio.numpy()), m.bias_spec, s))[0]
-        assert out.shape == ref.shape
-        assert snr_db(ref, audio.numpy()[0]) < 40  # it did change the audio
-        # 90 dB: the magnitude clamp at 0 flips a few near-zero bins either way
-        assert snr_db(out, ref) >= 90, s
+    for s in (0.1, 2.0):
+        out = np.asarray(den_fn(jnp.asarray(audio), m.bias_spec, s))[0]
+        assert snr_db(r32[s], audio[0]) < 40  # it did change the audio
+        # the clamp at 0 flips a few near-zero bins either way, in the official float32 run as in ours: the
+        # float64 rule (no further from the float64 run than the official float32 output) is the measure
+        assert_infer_equivalent(out, r32[s], r64[s])
     # through the model: denoise=0 is off (as the official script), denoise>0 applies the denoiser
-    mel = jnp.asarray(np.random.default_rng(0).standard_normal((1, 8, 80)) - 5.0, jnp.float32)
-    plain = np.asarray(m.vocode(mel, sigma=0.5, seed=1))
-    assert np.array_equal(plain, np.asarray(m.vocode(mel, sigma=0.5, seed=1, denoise=0.0)))
-    den_j = np.asarray(m.vocode(mel, sigma=0.5, seed=1, denoise=0.3))
-    expect = np.asarray(den_fn(jnp.asarray(plain), m.bias_spec, 0.3))
-    assert snr_db(den_j, expect) >= 100 and snr_db(den_j, plain) < 60
+    out = np.asarray(m.vocode(to_jax(mel), sigma=0.0, denoise=0.3))[0]
+    assert_infer_equivalent(out, r32["model"], r64["model"])
+    plain = np.asarray(m.vocode(to_jax(mel), sigma=0.5, seed=1))
+    assert np.array_equal(plain, np.asarray(m.vocode(to_jax(mel), sigma=0.5, seed=1, denoise=0.0)))
 
 
 def _mel64(y: np.ndarray, cfg: wg.WaveGlowConfig) -> np.ndarray:

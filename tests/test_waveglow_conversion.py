@@ -282,23 +282,42 @@ def ckpt(model, tmp_path_factory):
     return d / "ck"
 
 
-def test_cli_synth(ckpt, tmp_path):
-    """jaxvoc synth with a WaveGlow checkpoint: --sigma, --seed, --denoise; the output is the model's."""
+def test_cli_synth(model, ckpt, tmp_path):
+    """jaxvoc synth with a WaveGlow checkpoint, default buckets, --sigma 0.5 --seed 7 --denoise 0.1, two files
+    of different lengths: each file equals the official infer (given the draws jaxvoc's seed gives that file:
+    a function of the seed and the sample position alone) followed by the official Denoiser, on that file
+    alone; float32 >= 110 dB and the float64 rule (tests/test_waveglow.py, assert_infer_equivalent)."""
     import soundfile as sf
+    from waveglow.denoiser import Denoiser
 
-    import jaxvoc
+    from tests.test_waveglow import assert_infer_equivalent
 
-    mel = (np.random.default_rng(0).standard_normal((80, 20)) - 5).astype(np.float32)
-    np.save(tmp_path / "a.npy", mel)
+    rng = np.random.default_rng(0)
+    mels = {"a": (rng.standard_normal((80, 20)) - 5).astype(np.float32),
+            "b": (rng.standard_normal((80, 45)) - 5).astype(np.float32)}
+    for name, mel in mels.items():
+        np.save(tmp_path / f"{name}.npy", mel)
     out = tmp_path / "out"
-    proc = run_cli("synth", ckpt, tmp_path / "a.npy", "-o", out, "--sigma", "0.5", "--seed", "7", "--denoise", "0.1",
-                   "--subtype", "FLOAT", "--no-bucket")
+    proc = run_cli("synth", ckpt, tmp_path / "a.npy", tmp_path / "b.npy", "-o", out, "--sigma", "0.5", "--seed",
+                   "7", "--denoise", "0.1", "--subtype", "FLOAT")
     assert proc.returncode == 0, proc.stderr
-    y, sr = sf.read(out / "a.wav", dtype="float32")
-    assert sr == 22050 and y.shape == (20 * 256,)
-    model = jaxvoc.load(str(ckpt))
-    expect = np.asarray(model.vocode(mel.T, sigma=0.5, seed=7, denoise=0.1))
-    assert snr_db(y, expect) >= 100
+    m64 = cw.double_model(model)
+    for name, mel in mels.items():
+        y, sr = sf.read(out / f"{name}.wav", dtype="float32")
+        frames = mel.shape[1]
+        assert sr == 22050 and y.shape == (frames * 256,)
+        groups = frames * 256 // CFG.n_group
+        draws = [np.asarray(n) for n in wg.positional_noise(CFG, jax.random.PRNGKey(7), jnp.zeros(1, jnp.int32),
+                                                             groups)]
+        refs = []
+        for net, dtype in ((model, torch.float32), (m64, torch.float64)):
+            with torch.inference_mode(), cw.official_denoiser_on_cpu(float64=dtype == torch.float64):
+                with cw.official_noise(seed=0, dtype=dtype):  # its bias audio: sigma 0, the draws do not matter
+                    den = Denoiser(net)
+                with cw.official_noise(cw.to_torch_noise(draws), dtype=dtype):
+                    audio = net.infer(torch.from_numpy(mel[None]).to(dtype), sigma=0.5)
+                refs.append(den(audio, 0.1)[0, 0].numpy())
+        assert_infer_equivalent(y, *refs)
 
 
 def test_cli_convert_bad_inputs(model, tmp_path):

@@ -34,7 +34,7 @@ import numpy as np
 from jaxvoc.errors import UserError
 from jaxvoc.io.config import load_dataclass
 from jaxvoc.models.base import counting_jit, folded, from_checkpoint
-from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding, pad_time
+from jaxvoc.nn.conv import Conv1d, ConvTranspose1d, get_padding, pad_to_ends
 from jaxvoc.nn.activations import snake
 from jaxvoc.models.fsq import GroupFSQ
 
@@ -304,24 +304,6 @@ def length_mask(x: Array, lengths: Array) -> Array:
     """NeMo's mask_sequence_tensor for [B, T, C]: zero at and past each item's length."""
     valid = jnp.arange(x.shape[1])[None, :] < jnp.asarray(lengths)[:, None]
     return x * valid[..., None].astype(x.dtype)
-
-
-def pad_to_ends(x: Array, left: int, right: int, mode: str, ends: Array | None) -> Array:
-    """Pads the time axis of [B, T, C] as torch's F.pad (zeros / reflect / replicate). ``ends=None``: at the
-    tensor's end (NeMo on a batch); else at each item's own end ``ends[b]`` (as that item alone would be),
-    so the ``right`` samples after ``ends[b]`` become its reflection / its last sample / zeros."""
-    xp = pad_time(x, left, right, mode)
-    if ends is None or right == 0:
-        return xp
-    if mode == "zeros":  # the samples after an item's end are zero already (every layer masks its output)
-        return xp
-    t = jnp.arange(xp.shape[1])[None, :] - left  # position in unpadded coordinates
-    e = jnp.asarray(ends)[:, None]
-    src = 2 * (e - 1) - t if mode == "reflect" else jnp.broadcast_to(e - 1, t.shape)
-    inside = (t >= e) & (t < e + right)
-    idx = jnp.where(inside, src + left, t + left)
-    idx = jnp.clip(idx, 0, xp.shape[1] - 1)
-    return jnp.take_along_axis(xp, idx[..., None], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------

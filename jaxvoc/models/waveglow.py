@@ -443,11 +443,15 @@ def bias_spectrum(bias_audio: Array, stft: STFTConfig = STFTConfig()) -> Array:
     return mag[:, :1, :]
 
 
-def denoise_audio(audio: Array, bias_spec: Array, strength: float | Array, stft: STFTConfig = STFTConfig()) -> Array:
-    """[B, N] -> [B, N']: magnitude minus strength * bias (clamped at 0), resynthesised (official length)."""
-    mag, phase = stft_transform(audio, stft)
+def denoise_audio(audio: Array, bias_spec: Array, strength: float | Array, stft: STFTConfig = STFTConfig(),
+                  lengths: Array | None = None) -> Array:
+    """[B, N] -> [B, N']: magnitude minus strength * bias (clamped at 0), resynthesised (official length).
+    ``lengths`` [B] (samples, multiples of the hop): each item's own length in a padded batch; its first
+    ``lengths[b]`` samples are then what the official Denoiser gives that item alone."""
+    mag, phase = stft_transform(audio, stft, ends=lengths)
     mag = jnp.maximum(mag - bias_spec * strength, 0.0)
-    return stft_inverse(mag, phase, stft)
+    n_frames = None if lengths is None else jnp.asarray(lengths) // stft.hop_length + 1
+    return stft_inverse(mag, phase, stft, n_frames=n_frames)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -487,8 +491,7 @@ class Pretrained(Vocoder):
                offset=None) -> Array:
         """See :meth:`Vocoder.vocode` for ``lengths`` and :meth:`WaveGlow.infer` for the noise. ``offset``: per
         row, the group index (sample / n_group) of the row's first sample in its item (windows and streams pass
-        it). The denoiser (``denoise`` > 0) runs on the whole padded output: with lengths, its STFT frames at
-        an item's end still see the zeros past it."""
+        it). The denoiser (``denoise`` > 0) runs at each item's own length too."""
         rows = 1 if jnp.ndim(mels) == 2 else jnp.shape(mels)[0]
         opts = {"sigma": jnp.float32(sigma), "seed": jnp.uint32(seed),
                 "offset": jnp.zeros((rows,), jnp.int32) if offset is None else jnp.asarray(offset, jnp.int32)}
@@ -508,7 +511,10 @@ class Pretrained(Vocoder):
         audio = self.module.apply({"params": params}, mels, sigma, rng=rng, lengths=lengths, offsets=offset,
                                   method=WaveGlow.infer)
         if denoise is not None:
-            audio = denoise_audio(audio, bias_spec, denoise)
+            samples = None if lengths is None else jnp.asarray(lengths) * UPSAMPLE_STRIDE
+            audio = denoise_audio(audio, bias_spec, denoise, lengths=samples)
+            if lengths is not None:  # zero past each item's end, as without the denoiser
+                audio = jnp.where(jnp.arange(audio.shape[1])[None, :] < samples[:, None], audio, 0.0)
         return audio
 
     def forward(self, mels: Array, audio: Array):

@@ -44,6 +44,15 @@ _distributed_done = False
 HEARTBEAT_TIMEOUT_S = 20
 INIT_TIMEOUT_S = 300
 WATCHDOG_POLL_S = 1.0
+# When process 0 (which hosts the coordination service) dies, the runtime of every other process sees the
+# broken channel at once and aborts with a multi-line fatal log (jax 0.10.2 offers no way to replace that
+# handler from Python: its missed-heartbeat callback fails with std::bad_cast). So in multi-process runs the
+# native code's stderr (file descriptor 2) goes through a pipe that jaxvoc reads: the runtime's fatal report is
+# recognised by these markers, held back, and replaced by jaxvoc's one line and exit code 2 (the runtime takes
+# a while to unwind its abort; the forwarding thread ends the process first). Python's own sys.stderr keeps
+# the original descriptor (a terminal stays a terminal for progress bars).
+RUNTIME_FATAL_MARKER = "Terminating process because the JAX distributed service detected fatal errors"
+RUNTIME_FATAL_PRELUDE = "Polled an error from coordination service"  # the line before it, held back a moment
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -103,6 +112,7 @@ class Watchdog:
         if self.client is not None and self.n > 1:
             self._thread = threading.Thread(target=self._watch, name="jaxvoc-watchdog", daemon=True)
             self._thread.start()
+            _NativeStderr.install(self)
 
     def _die(self, why: str) -> None:
         import sys
@@ -145,6 +155,70 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class _NativeStderr:
+    """File descriptor 2 through a pipe read by a daemon thread that copies every line to the original stderr,
+    except the runtime's fatal report (RUNTIME_FATAL_MARKER and the line before it), which ends the process with the watchdog's
+    one line instead. Installed once per process, by the first multi-process Watchdog."""
+
+    installed = None
+
+    @classmethod
+    def install(cls, watchdog: "Watchdog") -> None:
+        import sys
+        import threading
+
+        if cls.installed is not None:
+            cls.installed.watchdog = watchdog
+            return
+        try:
+            sys.stderr.flush()
+            original = os.dup(2)
+            read, write = os.pipe()
+            os.dup2(write, 2)
+            os.close(write)
+        except OSError:  # no stderr to redirect: leave the runtime's own report
+            return
+        self = cls.installed = cls()
+        self.watchdog, self.original = watchdog, original
+        if getattr(sys.stderr, "fileno", None) is not None:
+            sys.stderr = os.fdopen(os.dup(original), "w", buffering=1, encoding=getattr(sys.stderr, "encoding",
+                                                                                        None) or "utf-8",
+                                   errors="backslashreplace")
+        threading.Thread(target=self._forward, args=(read,), name="jaxvoc-native-stderr", daemon=True).start()
+
+    def _forward(self, read: int) -> None:
+        buf, held = b"", []
+        while True:
+            try:
+                chunk = os.read(read, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                if RUNTIME_FATAL_MARKER in text and not self.watchdog._stop.is_set():
+                    self.watchdog._die("lost the multi-process coordinator (the runtime reported: "
+                                       f"{_runtime_status(text)}); process 0 probably died")
+                    return
+                if RUNTIME_FATAL_PRELUDE in text:
+                    held.append(line)
+                    continue
+                try:
+                    os.write(self.original, b"".join(h + b"\n" for h in held) + line + b"\n")
+                except OSError:
+                    return
+                held = []
+
+
+def _runtime_status(line: str) -> str:
+    """The short status of a runtime log line (after its 'absl::Status: ' part when present)."""
+    status = line.split("absl::Status: ", 1)[-1] if "absl::Status: " in line else line.split("] ", 1)[-1]
+    return status.split(". ", 1)[0][:160]
 
 
 def shutdown_distributed(timeout_s: float = 60.0, barrier_s: float | None = None) -> None:
