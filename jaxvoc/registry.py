@@ -31,7 +31,8 @@ FAMILIES = {
                       hub_training_files=("bigvgan_discriminator_optimizer.pt",)),
     "waveglow": Family("jaxvoc.models.waveglow", "conversion.waveglow", "jaxvoc.train.waveglow"),  # not on the Hub
     "codec": Family("jaxvoc.models.codec", "conversion.codec", hub_files=(("*.nemo",),)),
-    "wavlm": Family("jaxvoc.models.wavlm", "conversion.wavlm"),
+    "wavlm": Family("jaxvoc.models.wavlm", "conversion.wavlm",
+                    hub_files=(("config.json",), ("model.safetensors", "pytorch_model.bin"))),
 }
 
 

@@ -28,7 +28,8 @@ from jaxvoc.models.bigvgan import BigVGANConfig  # noqa: E402
 
 BIGVGAN = "nvidia/bigvgan_base_24khz_100band"
 CODEC = "nvidia/low-frame-rate-speech-codec-22khz"
-MAIN, TRAINED, CODEC_COMMIT = "1" * 40, "2" * 40, "3" * 40
+WAVLM = "microsoft/wavlm-base-plus"
+MAIN, TRAINED, CODEC_COMMIT, WAVLM_COMMIT = "1" * 40, "2" * 40, "3" * 40, "4" * 40
 # the published config of that repo, kernel and dilation sizes as published, at 32 channels; its four upsampling
 # stages compile in a third of the time of the v2 configs' six
 SMALL = dict(BigVGANConfig.official("bigvgan_base_24khz_100band").to_dict(), upsample_initial_channel=32)
@@ -80,8 +81,14 @@ def hub(tmp_path_factory):
     (root / "README.md").write_text("the codec's model card\n")
     add_snapshot(cache, CODEC, CODEC_COMMIT, {os.path.basename(nemo): nemo, "README.md": str(root / "README.md")},
                  refs=("main",))
+    from test_wavlm import SMALL as WAVLM_SMALL, official, save_folder
+
+    wavlm_model = official(WAVLM_SMALL, seed=3)
+    wavlm = save_folder(wavlm_model, root / "wavlm")  # transformers' config.json + model.safetensors
+    add_snapshot(cache, WAVLM, WAVLM_COMMIT, {n: os.path.join(wavlm, n) for n in ("config.json", "model.safetensors")}
+                 | {"README.md": str(root / "README.md")}, refs=("main",))
     return {"cache": cache, "main": main, "trained": trained, "nemo": nemo, "codec_model": codec_model,
-            "root": root}
+            "wavlm": wavlm, "wavlm_model": wavlm_model, "root": root}
 
 
 @pytest.fixture
@@ -231,6 +238,70 @@ def test_codec_by_repo_id(hub, offline):
     meta = checkpoint.read_meta(jhub.converted(CODEC).path)
     assert meta["source"]["hub"]["files"] == {
         "low-frame-rate-speech-codec-22khz.nemo": {"sha256": sha256(hub["nemo"]), "bytes": os.path.getsize(hub["nemo"])}}
+
+
+def test_wavlm_by_repo_id(hub, offline):
+    from conversion import wavlm as cw
+    from test_wavlm import assert_equivalent, audio_of, jax_states, official_states
+
+    import jaxvoc
+
+    jm = jaxvoc.load(WAVLM)
+    assert jm.kind == "wavlm"
+    assert sorted(f[1] for f in offline) == ["config.json", "model.safetensors"]
+    assert same_tree(jaxvoc.load(WAVLM, fold=False).params, cw.convert(hub["wavlm"]).params)
+    # every hidden state against transformers' (>= 110 dB, and the float64 rule of tests/test_wavlm.py)
+    import copy
+
+    audio = audio_of(400 + 20 * 320, batch=1)
+    ref, _ = official_states(hub["wavlm_model"], audio)
+    ref64, _ = official_states(copy.deepcopy(hub["wavlm_model"]).double(), audio.astype(np.float64))
+    out, _ = jax_states(jm, audio)
+    for i, (o, r, r64) in enumerate(zip(out, ref, ref64)):
+        assert_equivalent(o, r, r64, f"hidden state {i}")
+
+
+def test_online_resolution_and_an_unreachable_hub(hub, offline, tmp_path, monkeypatch):
+    """The online path with huggingface_hub's Hub query answered by a stand-in (no network here): a tag the
+    local cache does not know resolves through the Hub, the file is fetched at the commit it names, and
+    jaxvoc's cache remembers tag -> commit; with the Hub unreachable the local caches serve."""
+    import types
+
+    import huggingface_hub
+
+    import jaxvoc
+    from jaxvoc.io import hub as jhub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def model_info(self, repo_id, revision=None, **kw):
+        asked.append((repo_id, revision))
+        names = ("README.md", ".gitattributes", "low-frame-rate-speech-codec-22khz.nemo")
+        return types.SimpleNamespace(sha=CODEC_COMMIT, siblings=[types.SimpleNamespace(rfilename=n) for n in names])
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    assert jaxvoc.load(CODEC + "@v1").kind == "codec"
+    assert asked == [(CODEC, "v1")]
+    assert [f[1:] for f in offline] == [("low-frame-rate-speech-codec-22khz.nemo", CODEC_COMMIT, False)]
+    # offline, with an empty Hugging Face cache: jaxvoc's cache knows v1 and holds the converted model
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert jhub.converted(CODEC + "@v1").path == jhub.entry_dir(CODEC, CODEC_COMMIT)
+    # the Hub unreachable: the local caches serve (main -> the commit in the Hugging Face cache's refs), and a
+    # repo that is in neither is one line saying so
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_CACHE", hub["cache"])
+
+    def unreachable(self, repo_id, revision=None, **kw):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    got = jhub.converted(CODEC)
+    assert (got.path, got.converted, got.snapshot.online) == (jhub.entry_dir(CODEC, CODEC_COMMIT), False, False)
+    with pytest.raises(UserError, match="cannot be reached .ConnectionError: no route to host"):
+        jaxvoc.load("nvidia/bigvgan_22khz_80band")
 
 
 def test_offline_misses_and_bad_requests_are_one_line(hub, offline, tmp_path, monkeypatch):
