@@ -356,3 +356,19 @@ def test_cli_offline_miss_and_missing_package_exit_2(hub, tmp_path):
                           timeout=600)
     print(assert_user_error(proc, f"{BIGVGAN} is not a local path", "huggingface_hub", "jaxvoc[hub]"))
     assert not (tmp_path / "w").exists()
+    # not converted yet and no torch: the one line says to install the conversion extra or convert elsewhere
+    proc = subprocess.run(cmd + ["synth", BIGVGAN, str(tmp_path / "m.npy"), "-o", str(tmp_path / "w")],
+                          capture_output=True, text=True, env=dict(env, JAXVOC_TEST_ABSENT="torch"), timeout=600)
+    print(assert_user_error(proc, "not in jaxvoc's cache", "torch is missing", "jaxvoc[conversion]",
+                            f"jaxvoc convert bigvgan {BIGVGAN} OUT"))
+    assert not (tmp_path / "w").exists() and not os.path.exists(jhub_entry(tmp_path / "jc"))
+    # jaxvoc's cache cannot be written (a file in the way): one line naming JAXVOC_CACHE, before any work
+    (tmp_path / "file").write_text("")
+    proc = subprocess.run(cmd + ["convert", "bigvgan", BIGVGAN, str(tmp_path / "c")], capture_output=True,
+                          text=True, env=dict(env, JAXVOC_CACHE=str(tmp_path / "file" / "cache")), timeout=600)
+    print(assert_user_error(proc, "cannot write jaxvoc's cache", "JAXVOC_CACHE"))
+    assert not (tmp_path / "c").exists()
+
+
+def jhub_entry(cache) -> str:
+    return os.path.join(str(cache), "hub", "models--" + BIGVGAN.replace("/", "--"), MAIN)

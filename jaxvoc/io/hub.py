@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fnmatch
 import hashlib
 import os
@@ -348,8 +349,10 @@ def converted(src: str, revision: str | None = None, kind: str | None = None,
     missing. ``kind``: the model kind (found from the repo's files when None); ``training``: with the
     discriminator/optimizer trees too (BigVGAN's ``bigvgan_discriminator_optimizer.pt``; a kind without such
     files ignores it)."""
+    from jaxvoc import __version__
+    from jaxvoc.io.atomic import check_writable_dir
     from jaxvoc.io.checkpoint import read_meta
-    from jaxvoc.registry import family
+    from jaxvoc.registry import converter_module, family
 
     snap = resolve(src, revision)
     seen = _cached(snap.repo, snap.commit, False)  # any entry of this commit tells the kind, else its files
@@ -366,35 +369,56 @@ def converted(src: str, revision: str | None = None, kind: str | None = None,
     hit = _cached(snap.repo, snap.commit, training)
     if hit is not None:
         return HubCheckpoint(hit, kind, snap, converted=False)
-    files = fetch(snap, select_files(kind, snap, training))
     path = entry_dir(snap.repo, snap.commit, training)
+    try:  # before anything is fetched or converted
+        check_writable_dir(os.path.dirname(path))
+    except OSError as e:
+        raise _cache_error(e) from None
+    with _needs_conversion(snap, kind):
+        converter_module(kind)  # torch and the converter are there, before anything is downloaded
+    files = fetch(snap, select_files(kind, snap, training))
     source = {"hub": {"repo": snap.repo, "revision": snap.revision, "commit": snap.commit,
                       "files": {n: {"sha256": f["sha256"], "bytes": f["bytes"]} for n, f in files.items()}},
-              "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+              "converted": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "converted_by": f"jaxvoc {__version__}"}
     _convert_into(path, kind, snap, files, source)
     _remember_ref(snap.repo, snap.revision, snap.commit)
     return HubCheckpoint(path, kind, snap, converted=True)
 
 
+@contextlib.contextmanager
+def _needs_conversion(snap: Snapshot, kind: str) -> Iterator[None]:
+    """A missing official package (torch, ...) as the one line of a model that has to be converted first."""
+    from jaxvoc.registry import MissingPackage
+
+    try:
+        yield
+    except MissingPackage as e:
+        raise UserError(f"{snap.repo} (commit {snap.commit[:12]}) is not in jaxvoc's cache ({jaxvoc_cache()}) "
+                        f"yet, and converting it needs the official PyTorch packages ({e.name} is missing); "
+                        "install them with `pip install 'jaxvoc[conversion]'`, or run "
+                        f"`jaxvoc convert {kind} {snap.repo} OUT` where they are and load OUT") from None
+
+
 def _convert_into(path: str, kind: str, snap: Snapshot, files: dict[str, dict], source: dict) -> None:
     import logging
 
-    from jaxvoc import __version__
     from jaxvoc.io import checkpoint as ck
-    from jaxvoc.registry import MissingPackage, convert_with
+    from jaxvoc.registry import convert_with
 
-    with source_path(kind, snap, files) as src:
-        try:
-            config, params, extra = convert_with(kind, src)
-        except MissingPackage as e:
-            raise UserError(f"{snap.repo} (commit {snap.commit[:12]}) is not in jaxvoc's cache ({jaxvoc_cache()}) "
-                            f"yet, and converting it needs the official PyTorch packages ({e.name} is missing); "
-                            "install them with `pip install 'jaxvoc[conversion]'`, or run "
-                            f"`jaxvoc convert {kind} {snap.repo} OUT` where they are and load OUT") from None
-    source["converted_by"] = f"jaxvoc {__version__}"
+    with source_path(kind, snap, files) as src, _needs_conversion(snap, kind):
+        config, params, extra = convert_with(kind, src)
     logging.getLogger("absl").setLevel(logging.CRITICAL)  # Orbax's own traceback of a failed write: see convert
     try:
         ck.save(path, kind, config, params, extra=extra, overwrite=True, source=source)
-    except PermissionError as e:
-        raise UserError(f"cannot write jaxvoc's cache ({e.strerror}: {e.filename}); set JAXVOC_CACHE to a writable "
-                        "folder") from None
+    except OSError as e:
+        raise _cache_error(e) from None
+
+
+def _cache_error(e: OSError) -> Exception:
+    """An OSError writing jaxvoc's cache: a folder that cannot be written is one line naming JAXVOC_CACHE; a full
+    disk stays an OSError (the CLI's one line names the folder)."""
+    if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
+        return e
+    return UserError(f"cannot write jaxvoc's cache ({e.strerror}: {e.filename}); set JAXVOC_CACHE to a writable "
+                     "folder")
