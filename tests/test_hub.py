@@ -1,14 +1,12 @@
 """Models by Hugging Face Hub repo id (issue #11, item 2), offline: the test lays out a Hugging Face cache folder
 itself (models--nvidia--NAME/{refs, snapshots/COMMIT, blobs}, as huggingface_hub writes it) holding official
-files written by the official code (BigVGAN folders, a NeMo codec .nemo), and runs with HF_HUB_OFFLINE=1 and
+files written by the official code (BigVGAN folders, a NeMo codec .nemo, a transformers WavLM folder), and runs with HF_HUB_OFFLINE=1 and
 HF_HUB_CACHE / JAXVOC_CACHE in tmp: `jaxvoc convert KIND nvidia/NAME OUT`, `jaxvoc.load("nvidia/NAME")`,
 --revision, the converted cache, provenance, only the needed files, and the offline miss as one line."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import absent_packages_env, assert_user_error
+from test_codec import cli  # jaxvoc's main() in this process, output captured, warning filters restored
 
 import jax  # noqa: E402
 
@@ -59,7 +58,7 @@ def add_snapshot(cache, repo: str, commit: str, files: dict[str, str], refs=()) 
 def hub(tmp_path_factory):
     """A Hugging Face cache with BigVGAN at two commits — main (generator only: a missing discriminator file
     must not matter) and tag 'trained' (train.py's folder, with bigvgan_discriminator_optimizer.pt) — and the
-    codec's .nemo beside a README; plus the official folders they were made from."""
+    codec's .nemo and a WavLM folder, each beside a README; plus the official files they were made from."""
     from test_bigvgan_gan import _train_folder
 
     root = tmp_path_factory.mktemp("hub")
@@ -78,7 +77,7 @@ def hub(tmp_path_factory):
 
     nemo = str(root / "low-frame-rate-speech-codec-22khz.nemo")
     codec_model = cc.write_nemo(nemo, narrow_config(), seed=2)
-    (root / "README.md").write_text("the codec's model card\n")
+    (root / "README.md").write_text("a model card\n")
     add_snapshot(cache, CODEC, CODEC_COMMIT, {os.path.basename(nemo): nemo, "README.md": str(root / "README.md")},
                  refs=("main",))
     from test_wavlm import SMALL as WAVLM_SMALL, official, save_folder
@@ -109,19 +108,6 @@ def offline(hub, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
     return fetched
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    """jaxvoc's main() in this process (the environment the fixtures set), output captured."""
-    from jaxvoc.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in args])
-        except SystemExit as e:
-            rc = e.code
-    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def same_tree(a, b) -> bool:
