@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q "torch==2.13.0"
-	$(VPY) -m pip install -q -e ".[conversion,dev]"
+	$(VPY) -m pip install -q -e ".[conversion,dev,hub]"
 	$(VPY) -m pip install -q --no-deps bigvgan==2.4.1 waveglow==22.12.28 tacotron2==22.12.28 nemo_toolkit==3.0.0
 	# the official BigVGAN discriminators: nnAudio's CQT and torchaudio's Resample (no torchaudio is built for
 	# torch 2.13; 2.11's pure-Python transforms import and run against it)

@@ -19,8 +19,8 @@ LAYERS = [
     ("commands", ["jaxvoc.commands", "jaxvoc.cli"]),
 ]
 # jaxvoc/__init__.py (load) and jaxvoc/registry.py name higher modules by string only (importlib), so they
-# stay at the bottom; jaxvoc.load imports the checkpoint reader lazily.
-EXEMPT = {("jaxvoc", "jaxvoc.io.checkpoint")}
+# stay at the bottom; jaxvoc.load imports the checkpoint reader and the Hub loader lazily.
+EXEMPT = {("jaxvoc", "jaxvoc.io.checkpoint"), ("jaxvoc", "jaxvoc.io.hub")}
 
 
 def layer_of(module: str) -> int:

@@ -13,7 +13,8 @@ from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, mis
 
 def add_arguments(p):
     p.add_argument("kind", help=f"model kind: {', '.join(FAMILIES)}")
-    p.add_argument("src", help="the official checkpoint (as for jaxvoc convert)")
+    p.add_argument("src", help="the official checkpoint (as for jaxvoc convert, a Hugging Face repo id too)")
+    p.add_argument("--revision", help="Hub repo: branch, tag or commit (default main; or write SRC@REVISION)")
     p.add_argument("--input", help="audio file to take the mel from (default: the bundled speech sample)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="run both sides here")
     p.add_argument("--precision", default="both", choices=["highest", "default", "both"],
@@ -27,15 +28,30 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    from jaxvoc.errors import UserError
+    from jaxvoc.io import hub
+    from jaxvoc.io.atomic import check_writable_dir
+
+    args.report = args.report or f"compare_{args.kind}.json"
+    args.png = args.png or os.path.splitext(args.report)[0] + ".png"
+    for path in (args.report, args.png):  # an unwritable destination fails before anything is fetched or run
+        check_writable_dir(os.path.dirname(os.path.abspath(path)))
+    if not hub.is_repo_id(args.src):
+        if args.revision:
+            raise UserError(f"--revision is for Hugging Face repo ids; {args.src} is a local path")
+        return _compare(args, args.src)
+    with hub.official_source(args.src, args.kind, args.revision) as src:  # the official files, fetched
+        return _compare(args, src)
+
+
+def _compare(args, src: str) -> int:
     from conversion import report as rp
 
+    shown, args.src = args.src, src
     mod = converter_module(args.kind)
-    from jaxvoc.io.atomic import AllOrNothing, check_writable_dir, naming
+    from jaxvoc.io.atomic import AllOrNothing, naming
 
-    report_path = args.report or f"compare_{args.kind}.json"
-    png_path = args.png or os.path.splitext(report_path)[0] + ".png"
-    for path in (report_path, png_path):  # an unwritable destination fails before both models run
-        check_writable_dir(os.path.dirname(os.path.abspath(path)))
+    report_path, png_path = args.report, args.png
     precisions = ["highest", "default"] if (args.device == "gpu" and args.precision == "both") else (
         [args.precision if args.device == "gpu" else "highest"])
     results = []
@@ -57,7 +73,8 @@ def run(args) -> int:
         rp.spectrogram_png(outputs.stage(png_path, ".png"), last["reference"], last["jax"], last["mel_config"],
                            last["title"])
         rp.write_json(outputs.stage(report_path, ".json"),
-                      {"kind": args.kind, "src": os.path.abspath(args.src), "device": args.device,
+                      {"kind": args.kind, "src": shown if shown != src else os.path.abspath(src),
+                       "device": args.device,
                        "runs": [{k: v for k, v in r.items() if k not in ("reference", "jax", "mel_config", "rows")}
                                 for r in results]})
     print(f"report: {report_path}\nplot:   {png_path}")

@@ -53,14 +53,17 @@ def restore_params(path: str) -> Any:
 
 
 def save(out_dir: str, kind: str, config: dict, params: Any, extra: dict | None = None,
-         overwrite: bool = False) -> None:
+         overwrite: bool = False, source: dict | None = None) -> None:
     """Writes a jaxvoc checkpoint folder atomically. ``extra`` holds further pytrees (e.g. discriminators)
-    saved beside ``params`` under their own names."""
+    saved beside ``params`` under their own names; ``source``, where the weights came from (a Hub model's
+    repo, revision, commit and files with their sha256: jaxvoc/io/hub.py), is kept in the metadata."""
     with atomic_dir(out_dir, overwrite) as tmp:
         save_params(os.path.join(tmp, "params"), params)
         for name, tree in (extra or {}).items():
             save_params(os.path.join(tmp, name), tree)
         meta = {"format": FORMAT_VERSION, "kind": kind, "config": config, "trees": ["params", *(extra or {})]}
+        if source is not None:
+            meta["source"] = source
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=2)
 
