@@ -48,8 +48,8 @@ def env_for(devices: int) -> dict:
     return cli_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
-def launch(cfg, n: int, logdir, *extra) -> list[tuple[subprocess.Popen, str]]:
-    """n `jaxvoc train` processes (2 devices each) on a fresh localhost coordinator; output to files."""
+def launch(cfg, n: int, logdir, *extra, devices: int = 2) -> list[tuple[subprocess.Popen, str]]:
+    """n `jaxvoc train` processes (``devices`` each) on a fresh localhost coordinator; output to files."""
     port, out = free_port(), []
     os.makedirs(logdir, exist_ok=True)
     for i in range(n):
@@ -57,7 +57,7 @@ def launch(cfg, n: int, logdir, *extra) -> list[tuple[subprocess.Popen, str]]:
         f = open(log, "w")
         cmd = [sys.executable, "-m", "jaxvoc.cli", "train", str(cfg), "--coordinator", f"localhost:{port}",
                "--num-processes", str(n), "--process-id", str(i), *extra]
-        out.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env_for(2)), log))
+        out.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env_for(devices)), log))
         f.close()
     return out
 
@@ -156,7 +156,7 @@ def gan(tmp_path_factory):
     root = tmp_path_factory.mktemp("mp_gan")
     wavs = write_wavs(root / "wavs")
     runs = {}
-    for name in ("single", "multi", "killall", "killone", "killzero"):
+    for name in ("single", "multi", "multi4", "killall", "killone", "killzero"):
         runs[name] = str(root / f"run_{name}")
         write_config(root / f"{name}.json", wavs, runs[name], training_steps=STEPS, freeze_step=1)
     out = single(root / "single.json")
@@ -179,6 +179,20 @@ def test_gan_two_processes_match_one_process(gan):
     # the checkpoint holds both processes' data positions and the resolved config
     data_files = sorted(os.listdir(os.path.join(runs["multi"], "checkpoints", str(STEPS), "data")))
     assert [f for f in data_files if f.endswith(".json")] == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_gan_four_processes_match_one_process(gan):
+    """4 processes x 1 device (each its own host as far as JAX knows) against the 1 x 4 run."""
+    root, runs, _, _ = gan
+    logs = finish(launch(root / "multi4.json", 4, root / "logs_multi4", devices=1))
+    assert "4 device(s) as data 4 x fsdp 1" in logs[0] and "model exported to" in logs[0]
+    assert all("step 1:" not in text for text in logs[1:])
+    res = compare_runs(runs["multi4"], runs["single"])
+    print("GAN 4x1 vs 1x4:", res)
+    assert all(v <= 1e-6 for v in res["loss_rel_per_step"].values()), res
+    assert res["export_rel"] <= 1e-6 and res["export_worst_leaf_rel"] <= 1e-5, res
+    data_files = sorted(os.listdir(os.path.join(runs["multi4"], "checkpoints", str(STEPS), "data")))
+    assert [f for f in data_files if f.endswith(".json")] == [f"process_{i}-of-4.json" for i in range(4)]
 
 
 def _resume_and_compare(root, runs, name, logs_killed):

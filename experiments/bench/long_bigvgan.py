@@ -1,12 +1,14 @@
 """Peak memory of `jaxvoc synth` on long mels: each length in its own process (`python -m jaxvoc.cli synth`,
 windows of --window frames), its peak resident set size read from the kernel when it ends (os.wait4).
 
-    python -m experiments.bench long-bigvgan [--ckpt DIR] [--minutes 60 5] [--window W] [--config NAME]
+    python -m experiments.bench long-bigvgan [--ckpt DIR] [--minutes 60 5] [--window W] [--config NAME] [--width C]
 
 Without --ckpt, a checkpoint of the official model at the config's full size (random weights, the official
 init) is written to a temporary folder. Mels are random log-mels of the given durations, saved as .npy.
 Ends with `long-bigvgan: peak RSS A GB (60 min), B GB (5 min)` (one figure per --minutes, in that order).
-A 60-minute run takes hours on a small CPU: the durations are arguments.
+A 60-minute run takes hours on a small CPU at full size: the durations are arguments, and --width C builds the
+same architecture with C channels after the input conv (upsample_initial_channel; the published kernel,
+dilation and up-sampling sizes stay, so the window plan and the receptive field are those of the full model).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official config, without --ckpt")
     p.add_argument("--minutes", type=float, nargs="+", default=[60.0, 5.0])
     p.add_argument("--window", type=int, default=0, help="synth --window (0: its default)")
+    p.add_argument("--width", type=int, default=0, help="upsample_initial_channel, without --ckpt (0: published)")
     args = p.parse_args(argv)
 
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,8 +52,10 @@ def main(argv: list[str]) -> int:
             from conversion import bigvgan as cb
             from jaxvoc.models.bigvgan import BigVGANConfig
 
-            src = cb.write_official_folder(os.path.join(tmp, "official"),
-                                           BigVGANConfig.official(args.config).to_dict(), seed=0)
+            config = BigVGANConfig.official(args.config).to_dict()
+            if args.width:
+                config["upsample_initial_channel"] = args.width
+            src = cb.write_official_folder(os.path.join(tmp, "official"), config, seed=0)
             ckpt = os.path.join(tmp, "ckpt")
             subprocess.run([sys.executable, "-m", "jaxvoc.cli", "convert", "bigvgan", src, ckpt], env=env,
                            check=True, stdout=subprocess.DEVNULL)
