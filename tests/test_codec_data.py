@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import types
@@ -85,8 +86,8 @@ def test_manifest_and_duration_filter_as_nemo(tmp_path, audio_dir):
     (tmp_path / "nodur.json").write_text('{"audio_filepath": "a.wav"}\n')
     with pytest.raises(UserError, match="lacks duration"):
         data.manifest_entries(str(tmp_path / "nodur.json"), None)
-    (tmp_path / "off.json").write_text('{"audio_filepath": "a.wav", "duration": 1, "offset": 0.5}\n')
-    with pytest.raises(UserError, match="offset"):
+    (tmp_path / "off.json").write_text('{"audio_filepath": "a.wav", "duration": 1, "offset": -0.5}\n')
+    with pytest.raises(UserError, match="offset must be a number of seconds >= 0"):
         data.manifest_entries(str(tmp_path / "off.json"), None)
 
 
@@ -134,6 +135,46 @@ def test_segments_equal_nemo(monkeypatch, tmp_path, audio_dir, name, start):
         batch = ds.collate_fn([long_ds[0], item])
         assert batch["audio"].shape == (2, N) and batch["audio_lens"].tolist() == [N, n]
         np.testing.assert_array_equal(audio, batch["audio"][1].numpy())
+
+
+@pytest.mark.parametrize("name,offset,duration,draw", [("long22.wav", 0.5, 1.5, 1.0), ("long44.wav", 1.0, 0.2, 1.0),
+                                                      ("long22.wav", 3.4, 0.1, 3.4), ("short44.wav", 0.02, 0.05, 0.02)])
+@pytest.mark.filterwarnings("ignore:get_duration")  # NeMo's call of a renamed librosa argument
+def test_offset_entries_equal_nemo(monkeypatch, tmp_path, audio_dir, name, offset, duration, draw):
+    """Manifest entries with an offset (segments of a longer file), as NeMo's sample_audio: the crop time is
+    drawn from NeMo's range [offset, max(offset, min(offset + duration, file - 0.1 s) - n / sr)], the start
+    is floor(time * sr_file), a short segment's crop runs on into the file, a file shorter than the crop
+    comes whole. Where NeMo gives up (a start past len - size: the segment at 3.4 s of a 3.55 s file) jaxvoc
+    takes the last crop that fits."""
+    vocoder_dataset, _ = _nemo()
+    manifest = _write_manifest(tmp_path / "o.json", [{"audio_filepath": name, "duration": duration, "offset": offset}])
+    ds = vocoder_dataset.VocoderDataset({"ds": {"manifest_path": manifest, "audio_dir": str(audio_dir)}},
+                                        sample_rate=SR, n_samples=N)
+    calls = []
+    monkeypatch.setattr(random, "uniform", lambda a, b: calls.append((a, b)) or draw)
+    [f] = data.probe_manifest(data.manifest_entries(manifest, str(audio_dir)), SR)
+    assert f.offset == offset and f.duration == duration
+    size = data.codec_source_size(N, f.samplerate, SR)
+    start = data.offset_crop_start(f, draw, N, SR)
+    if size < f.frames and math.floor(draw * f.samplerate) > f.frames - size:
+        with pytest.raises(ValueError, match="Failed to segment"):
+            ds[0]
+        assert start == f.frames - size
+        return
+    item = ds[0]
+    assert calls and calls[0] == data.codec_offset_range(f, N, SR)
+    audio, n = data.load_codec_segment(f, N, SR, start if size < f.frames else 0)
+    assert n == min(len(item["audio"]), N)
+    np.testing.assert_array_equal(audio[:n], item["audio"].numpy()[:n])
+    if size < f.frames:  # NeMo draws a time and starts there, also for a segment shorter than the crop
+        assert n == N and start == math.floor(draw * f.samplerate)
+        lo, hi = data.codec_offset_range(f, N, SR)  # the pipeline's own draws stay in that range
+        rng = np.random.default_rng(1)
+        starts = [data.codec_crop_start(rng, f, N, SR) for _ in range(200)]
+        assert min(starts) >= math.floor(lo * f.samplerate) and max(starts) <= math.floor(hi * f.samplerate)
+    vds = vocoder_dataset.VocoderDataset({"ds": {"manifest_path": manifest, "audio_dir": str(audio_dir)}},
+                                         sample_rate=SR, n_samples=None, trunc_duration=10.0)
+    np.testing.assert_array_equal(data.load_codec_clip(f, SR, 10.0), vds[0]["audio"].numpy())
 
 
 def test_validation_clips_equal_nemo(tmp_path, audio_dir):

@@ -18,8 +18,9 @@ loaders:
   "audio_len": int32}``, zero-padded after ``audio_len`` (NeMo pads to the longest item of the batch, jaxvoc
   to ``n_samples`` for one static shape: the losses are masked by ``audio_len`` either way). Files come from
   NeMo JSON-lines manifests (``audio_filepath`` relative to the dataset's ``audio_dir``, ``duration``
-  filtered by ``min_duration`` / ``max_duration`` as NeMo's ``filter_dataset_by_duration``) or folders
-  (durations from the headers). Epochs as NeMo's DataLoader with ``drop_last``: each epoch is a new
+  filtered by ``min_duration`` / ``max_duration`` as NeMo's ``filter_dataset_by_duration``; an ``offset``
+  entry is a segment of its file, cropped as NeMo does: :func:`codec_offset_range`) or folders (durations
+  from the headers). Epochs as NeMo's DataLoader with ``drop_last``: each epoch is a new
   permutation of the files cut into ``len(files) // batch_size`` whole batches, the remainder dropped, so
   global step ``s`` is batch ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch`` (the discriminator
   schedule and the per-epoch learning-rate decay read these).
@@ -61,6 +62,7 @@ class AudioFile:
     frames: int  # samples per channel at the file's own rate
     samplerate: int
     duration: float | None = None  # a NeMo manifest's "duration" (seconds), when the file came from one
+    offset: float | None = None  # a NeMo manifest's "offset" (seconds): the entry is a segment of the file
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -119,6 +121,7 @@ def _read_lines(path: str) -> list[str]:
 class ManifestEntry:
     audio_filepath: str  # resolved: absolute, or audio_dir / relative path
     duration: float
+    offset: float | None = None  # seconds into the file (an entry that is a segment of a longer file)
 
 
 def read_manifest(path: str) -> list[dict]:
@@ -157,16 +160,15 @@ def manifest_entries(manifest: str, audio_dir: str | None, min_duration: float |
         if "audio_filepath" not in item or "duration" not in item:
             missing = [k for k in ("audio_filepath", "duration") if k not in item]
             raise UserError(f"{manifest}: entry {i} lacks {' and '.join(missing)}; NeMo manifests give both")
-        if item.get("offset") is not None:
-            raise UserError(f"{manifest}: entry {i} has an offset (a segment of a longer file), which jaxvoc does "
-                            "not read yet; cut the segments into files of their own")
-        d = item["duration"]
-        if not isinstance(d, (int, float)) or isinstance(d, bool):
-            raise UserError(f"{manifest}: entry {i}'s duration must be a number of seconds, got {d!r}")
+        d, offset = item["duration"], item.get("offset")
+        for key, v in (("duration", d), ("offset", offset if offset is not None else 0.0)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise UserError(f"{manifest}: entry {i}'s {key} must be a number of seconds >= 0, got {v!r}")
         if (min_duration and d < min_duration) or (max_duration and d > max_duration):
             continue
         p = pathlib.Path(item["audio_filepath"])
-        out.append(ManifestEntry(str(p if p.is_absolute() else base / p), float(d)))
+        out.append(ManifestEntry(str(p if p.is_absolute() else base / p), float(d),
+                                 None if offset is None else float(offset)))
     return out
 
 
@@ -180,7 +182,7 @@ def filter_duration(files: Sequence[AudioFile], min_duration: float | None,
 
 def probe_manifest(entries: Sequence[ManifestEntry], sampling_rate: int, allow_empty: bool = False) -> list[AudioFile]:
     files = probe([e.audio_filepath for e in entries], sampling_rate, "codec", allow_empty=allow_empty)
-    return [dataclasses.replace(f, duration=e.duration) for f, e in zip(files, entries)]
+    return [dataclasses.replace(f, duration=e.duration, offset=e.offset) for f, e in zip(files, entries)]
 
 
 def probe(paths: Sequence[str], sampling_rate: int, style: Style, allow_empty: bool = False) -> list[AudioFile]:
@@ -278,11 +280,33 @@ def codec_source_size(n_samples: int, file_rate: int, sampling_rate: int) -> int
     return math.ceil(n_samples * file_rate / sampling_rate)
 
 
+def codec_offset_range(f: AudioFile, n_samples: int, sampling_rate: int) -> tuple[float, float]:
+    """A manifest entry with an ``offset`` (NeMo's ``sample_audio``): the crop starts at a time drawn
+    uniformly from ``[offset, max(offset, min(offset + duration, file duration - 0.1) - n_samples / sr)]``
+    seconds."""
+    max_end = min(f.offset + f.duration, f.frames / f.samplerate - 0.1)
+    return f.offset, max(f.offset, max_end - n_samples / sampling_rate)
+
+
+def offset_crop_start(f: AudioFile, seconds: float, n_samples: int, sampling_rate: int) -> int:
+    """The crop start (in samples at the file's rate) of a crop drawn at ``seconds``: ``floor(seconds * sr_file)``
+    (NeMo's ``segment_from_file``). NeMo gives up on an entry whose start is past ``len - size`` (a short
+    segment at the very end of its file); jaxvoc takes the last crop that fits."""
+    size = codec_source_size(n_samples, f.samplerate, sampling_rate)
+    return min(math.floor(seconds * f.samplerate), f.frames - size)
+
+
 def codec_crop_start(rng: np.random.Generator, f: AudioFile, n_samples: int, sampling_rate: int) -> int:
     """``randint(0, len - size)`` (both ends included) when the file is longer than the crop, else 0 (the
-    whole file is used)."""
+    whole file is used, whatever its offset, as NeMo). An entry with an offset: :func:`codec_offset_range`
+    (the crop may run past the entry's own end into the rest of the file, as in NeMo)."""
     size = codec_source_size(n_samples, f.samplerate, sampling_rate)
-    return int(rng.integers(0, f.frames - size + 1)) if 0 < size < f.frames else 0
+    if not 0 < size < f.frames:
+        return 0
+    if f.offset is None:
+        return int(rng.integers(0, f.frames - size + 1))
+    lo, hi = codec_offset_range(f, n_samples, sampling_rate)
+    return offset_crop_start(f, float(rng.uniform(lo, hi)) if hi else lo, n_samples, sampling_rate)
 
 
 def load_codec_segment(f: AudioFile, n_samples: int, sampling_rate: int, start: int,
@@ -304,14 +328,15 @@ def load_codec_clip(f: AudioFile, sampling_rate: int, trunc_duration: float | No
                     volume_norm: bool = False) -> np.ndarray:
     """A whole clip as NeMo's ``load_audio`` (the validation set: ``n_samples`` null): the first
     ``min(duration, trunc_duration)`` seconds (``int(seconds * sr_file)`` samples; a manifest's ``duration``,
-    else the file's), resampled."""
+    else the file's) from the entry's ``offset`` (``int(offset * sr_file)``), resampled."""
     if f.duration is not None:  # NeMo: duration 0 reads the whole file
         seconds = min(f.duration, trunc_duration) if trunc_duration is not None else f.duration
         frames = int(seconds * f.samplerate) if seconds > 0 else -1
     else:
         frames = -1 if trunc_duration is None or f.frames <= trunc_duration * f.samplerate else \
             int(trunc_duration * f.samplerate)
-    audio = _resample(read_audio(f, 0, frames, int32=True), f.samplerate, sampling_rate)
+    start = int(f.offset * f.samplerate) if f.offset else 0
+    audio = _resample(read_audio(f, start, frames, int32=True), f.samplerate, sampling_rate)
     return np.ascontiguousarray(peak_normalize(audio) if volume_norm else audio, np.float32)
 
 
