@@ -322,6 +322,8 @@ def test_lfr_config_values():
     assert over.codec.train_ds.dataset.sample_rate == ref["train_ds"]["dataset"]["sample_rate"] == 24000
     assert over.codec.max_epochs == ref["max_epochs"] == 5 and over.train.training_steps == 7
     assert over.model == ref
+    # a key that is an interpolation takes a value of its own
+    assert config_lib.load(LFR_YAML, ["model.train_ds.dataset.n_samples=4096"]).segment_size == 4096
 
 
 def test_config_errors_and_smoke(tmp_path):

@@ -168,8 +168,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: str
         in_train = len(parts) == 2 and parts[0] == "train"
         if last in node:
             old = node[last]
-            if old == "???":  # a mandatory value of a NeMo YAML, not filled in: any value sets it
-                old = None
+            if isinstance(old, str) and (old == "???" or old.startswith("${")):
+                old = None  # a NeMo YAML's unfilled mandatory value or an interpolation: any value replaces it
         elif in_train and last in known_train:
             default = known_train[last].default
             old = None if default is dataclasses.MISSING else default
