@@ -1,7 +1,8 @@
 """jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow)
 from a config file.
 
-CONFIG is an official config.json with a "train" section (see experiments/training/configs/ and docs/training.md).
+CONFIG is an official config.json with a "train" section, or for the codec NeMo's training YAML with a "train:"
+section (see experiments/training/configs/, docs/training.md and docs/codec.md).
 The run folder (train.checkpoint_path) receives checkpoints/, logs/ (TensorBoard), metrics.jsonl,
 validation.jsonl, provenance.json (package versions, git commit, the resolved config; also in TensorBoard as
 text) and, at the end, export/ (a jaxvoc checkpoint for `jaxvoc synth`).
@@ -13,7 +14,8 @@ from jaxvoc.errors import UserError
 
 
 def add_arguments(p):
-    p.add_argument("config", help="training config (JSON): official model config + \"train\" section")
+    p.add_argument("config", help="training config: official model config (JSON; the codec: NeMo's YAML) + "
+                                  "\"train\" section")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the run folder")
     p.add_argument("--init", metavar="CKPT", help="start from a jaxvoc checkpoint (from jaxvoc convert): generator "
                                                   "or flow weights, and discriminators when it holds them")

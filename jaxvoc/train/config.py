@@ -8,8 +8,15 @@ on their command line (names kept: ``input_wavs_dir``, ``input_training_file``, 
   ``train_config.output_directory`` is the run folder, ``iters_per_checkpoint`` the checkpoint interval,
   ``data_config.training_files`` the file list, ``fp16_run`` turns on bfloat16 compute (float32 master
   weights; bfloat16 needs no loss scaling). Extra settings go in ``"train": {...}`` as for BigVGAN.
+* Codec: NeMo's training YAML (``.yaml`` / ``.yml``; e.g. the Low Frame-rate codec's, in
+  experiments/training/configs/) + a ``train:`` section. Interpolations (``${...}``) are resolved after the
+  ``--set`` overrides, so ``--set sample_rate=24000`` reaches every ``${sample_rate}``; ``model:`` is read by
+  :class:`jaxvoc.train.codec_config.CodecTrainingConfig` (``TrainConfig.codec``). The batch size is
+  ``model.train_ds.dataloader_params.batch_size``, the segment ``model.train_ds.dataset.n_samples``, the rate
+  ``model.sample_rate``; NeMo's ``train_ds_meta`` (``model.train_ds.dataset.dataset_meta``) and
+  ``val_ds_meta`` name the data when set, else the ``train:`` section does (jaxvoc/train/data.py).
 
-The model kind is ``"model"`` when present, else recognised from the keys.
+The model kind is ``"model"`` when it is a string, else recognised from the keys.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ class TrainSettings:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     objective: str | None = None  # "module:factory" to replace the model's default objective
     export_at_end: bool = True  # write <checkpoint_path>/export as a jaxvoc checkpoint when done
+    seed: int | None = None  # codec only (NeMo's YAML has no seed; default 1234); the others: the official key
 
 
 @dataclasses.dataclass
@@ -72,6 +80,7 @@ class TrainConfig:
     seed: int
     run_dir: str
     overrides: list = dataclasses.field(default_factory=list)  # the --set KEY=VALUE strings, in order
+    codec: Any = None  # codec: the CodecTrainingConfig of the resolved ``model:`` section
 
     @property
     def name(self) -> str:
@@ -159,6 +168,8 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: str
         in_train = len(parts) == 2 and parts[0] == "train"
         if last in node:
             old = node[last]
+            if isinstance(old, str) and (old == "???" or old.startswith("${")):
+                old = None  # a NeMo YAML's unfilled mandatory value or an interpolation: any value replaces it
         elif in_train and last in known_train:
             default = known_train[last].default
             old = None if default is dataclasses.MISSING else default
@@ -185,21 +196,47 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], path: str
 
 def load(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """The training config at ``path`` with the ``--set`` ``overrides`` applied (see apply_overrides)."""
-    raw = read_json(path, "config", "give a training config (see experiments/training/configs/)")
+    fix = "give a training config (see experiments/training/configs/)"
+    if path.lower().endswith((".yaml", ".yml")):
+        from jaxvoc.train.codec_config import read_yaml
+
+        raw = read_yaml(path, "config", fix)
+    else:
+        raw = read_json(path, "config", fix)
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a JSON object")
     raw = apply_overrides(raw, overrides, path)
     kind = raw.get("model")
-    if kind is None:
+    if isinstance(kind, dict):
+        kind = "codec" if "audio_encoder" in kind else None
+    elif kind is None:
         kind = "waveglow" if "waveglow_config" in raw else "bigvgan" if "upsample_rates" in raw else None
-    from jaxvoc.registry import FAMILIES
-
-    trainable = [k for k, f in FAMILIES.items() if f.trainer]
-    if kind not in trainable:
-        raise UserError(f"{path}: cannot tell the model; set \"model\" to one of {', '.join(trainable)}")
+    readable = ("bigvgan", "waveglow", "codec")  # the families with a training config reader (trainers: registry)
+    if kind not in readable:
+        raise UserError(f"{path}: cannot tell the model; set \"model\" to one of bigvgan, waveglow, or give NeMo's "
+                        "codec YAML (its model: section)")
     stem = os.path.splitext(os.path.basename(path))[0]
     model = {k: v for k, v in raw.items() if k not in ("train", "model")}
-    if kind == "bigvgan":
+    codec = None
+    if kind != "codec" and isinstance(raw.get("train"), dict) and raw["train"].get("seed") is not None:
+        raise UserError(f"{path}: train.seed is for the codec; set the official \"seed\" key instead")
+    if kind == "codec":
+        from jaxvoc.train.codec_config import CodecTrainingConfig, resolve
+
+        resolved = resolve(raw, path)
+        model = resolved["model"]
+        codec = CodecTrainingConfig.from_dict(model, path)
+        if codec.train_ds is None or codec.train_ds.dataset.n_samples is None:
+            raise UserError(f"{path}: model.train_ds.dataset.n_samples (the training crop) is not set; start from "
+                            "NeMo's codec config")
+        if codec.train_ds.dataset.sample_rate != codec.sample_rate:
+            raise UserError(f"{path}: model.train_ds.dataset.sample_rate ({codec.train_ds.dataset.sample_rate}) "
+                            f"differs from model.sample_rate ({codec.sample_rate})")
+        train = _settings(resolved.get("train"), path, {})
+        batch_size, segment_size = codec.train_ds.batch_size, codec.train_ds.dataset.n_samples
+        sampling_rate = codec.sample_rate
+        seed = 1234 if train.seed is None else train.seed
+    elif kind == "bigvgan":
         run = load_dataclass(_BigVGANRun, model, path, keep_unknown=True, what="BigVGAN training key",
                              hint="start from an official config")
         train = _settings(raw.get("train"), path, {})
@@ -229,4 +266,4 @@ def load(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     run_dir = os.path.abspath(train.checkpoint_path or os.path.join("runs", stem))
     return TrainConfig(path=os.path.abspath(path), kind=kind, raw=raw, model=model, train=train,
                        batch_size=batch_size, segment_size=segment_size, sampling_rate=sampling_rate, seed=seed,
-                       run_dir=run_dir, overrides=list(overrides))
+                       run_dir=run_dir, overrides=list(overrides), codec=codec)

@@ -254,16 +254,21 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     primary = jax.process_index() == 0
 
     # data
-    train_paths, val_paths = _paths(cfg)
-    train_files = data.probe(train_paths, cfg.sampling_rate, task.style)
-    val_files = data.probe(val_paths[: t.validation_max_files], cfg.sampling_rate, task.style, allow_empty=True)
-    max_val = int(t.validation_max_seconds * cfg.sampling_rate) if t.validation_max_seconds else None
-    clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val) for f in val_files]
-    clips = [c for c in clips if len(c) >= 4 * task.hop_size]
+    if cfg.kind == "codec":  # NeMo's manifests / dataset_meta, or a folder; whole validation clips
+        train_files, clips = data.codec_run_data(cfg.codec, t, cfg.seed)
+    else:
+        train_paths, val_paths = _paths(cfg)
+        train_files = data.probe(train_paths, cfg.sampling_rate, task.style)
+        val_files = data.probe(val_paths[: t.validation_max_files], cfg.sampling_rate, task.style, allow_empty=True)
+        max_val = int(t.validation_max_seconds * cfg.sampling_rate) if t.validation_max_seconds else None
+        clips = [data.load_validation_clip(f, cfg.sampling_rate, task.hop_size, task.style, max_val)
+                 for f in val_files]
+        clips = [c for c in clips if len(c) >= 4 * task.hop_size]
     ds = data.train_dataset(train_files, segment_size=cfg.segment_size, sampling_rate=cfg.sampling_rate,
                             batch_size=cfg.batch_size, seed=cfg.seed, style=task.style,
                             process_index=jax.process_index(), process_count=jax.process_count(),
-                            num_threads=t.data_threads)
+                            num_threads=t.data_threads,
+                            volume_norm=bool(cfg.codec and cfg.codec.train_ds.dataset.volume_norm))
     iterator = iter(ds)
     multi = jax.process_count() > 1
     lock = _lock_run_folder(cfg.run_dir)  # nothing is written to the run folder before this

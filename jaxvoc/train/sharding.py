@@ -307,7 +307,10 @@ def gather_params(mesh: Mesh):
 def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """The global batch array from this process's rows (the process-local part of the leading axis: with
     the process-major mesh of :func:`make_mesh`, process ``p`` of ``n`` holds rows
-    ``[p * B / n, (p + 1) * B / n)``)."""
+    ``[p * B / n, (p + 1) * B / n)``). A dict of such arrays (the codec's ``audio`` and ``audio_len``) gives
+    a dict of global arrays."""
+    if isinstance(local, dict):
+        return {k: global_batch(v, sharding) for k, v in local.items()}
     local = np.asarray(local)
     shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
     return jax.make_array_from_process_local_data(sharding, local, shape)
