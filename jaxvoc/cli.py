@@ -21,6 +21,7 @@ from jaxvoc.errors import UserError
 COMMANDS = {
     "convert": ("jaxvoc.commands.convert", "convert an official PyTorch checkpoint to a jaxvoc (Orbax) checkpoint"),
     "synth": ("jaxvoc.commands.synth", "synthesize waveforms from audio files or .npy mels with a vocoder"),
+    "export": ("jaxvoc.commands.export", "write a jaxvoc checkpoint or training run in the official PyTorch format"),
     "compare": ("jaxvoc.commands.compare", "run the official PyTorch model and the JAX port side by side"),
     "train": ("jaxvoc.commands.train", "train or fine-tune a vocoder from a config (GAN or flow objective)"),
     "encode": ("jaxvoc.commands.encode", "audio files -> token files (.npz) with a codec"),
