@@ -89,7 +89,8 @@ def _os_error_line(e: OSError) -> str:
            errno.EROFS: "choose a writable output path",
            errno.ENOTDIR: "choose another output path", errno.EEXIST: "remove it or choose another output path",
            errno.EISDIR: "a folder is in the way of an output file; remove it or choose another output path",
-           errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk")
+           errno.ENOENT: "check the path",
+           errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or write to another disk"}.get(e.errno, "check the path and the disk")
     return f"{what}: {where}; {fix}" if where else f"{what}; {fix}"
 
 

@@ -330,3 +330,35 @@ def test_export_bigvgan_training_state(bigvgan_round_trip, tmp_path):
     for name in ("optim_g", "optim_d"):
         assert_same_optimizer(d_src[name], d_exp[name], name)
     assert d_exp["steps"] == 0 and d_exp["epoch"] == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# jaxvoc convert when the disk fills up (simulated by a file size limit): one line, no Orbax noise
+
+
+def test_convert_write_failure_is_one_line(bigvgan_round_trip, tmp_path):
+    """A write that fails half-way through Orbax's save (RLIMIT_FSIZE: EFBIG at 60 kB, after some arrays are
+    written, as a full disk would) ends with the one-line error and nothing else on stderr (Orbax's writes
+    still in flight used to print an "Event loop is closed" traceback each), and leaves no output."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from train_standin import cli_env
+
+    _, folder, _ = bigvgan_round_trip
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    env = cli_env()
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the cache's own writes would hit the limit first
+    out = tmp_path / "ckpt"
+    proc = subprocess.run([sys.executable, "-m", "jaxvoc.cli", "convert", "bigvgan", folder, str(out)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=900, preexec_fn=limit)
+    assert_user_error(proc, "file too large", "ulimit")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
