@@ -16,7 +16,7 @@ from jaxvoc.errors import UserError
 @dataclasses.dataclass(frozen=True)
 class Family:
     model: str  # defines Pretrained.from_checkpoint(ckpt_dir, meta, fold=True)
-    converter: str | None = None  # defines convert(src, config=None) -> Converted, and compare(args)
+    converter: str | None = None  # defines convert(src, config=None) -> Converted, compare(args) (and export)
     trainer: str | None = None  # defines Task(cfg) for jaxvoc train
 
 

@@ -125,12 +125,17 @@ def test_export_bigvgan_parametrizations_keys(tmp_path):
 # WaveGlow
 
 
-def test_export_waveglow_round_trip(tmp_path):
+@pytest.mark.parametrize("glow_old", [False, True], ids=["glow", "glow_old"])
+def test_export_waveglow_round_trip(tmp_path, glow_old):
+    """A published full-object pickle (current glow.py, and the first release's glow_old.py with per-layer
+    cond_layers) -> convert -> export -> the official class of that model loads waveglow.pt built from the
+    exported config.json."""
     from conversion import waveglow as cw
     from jaxvoc.models import waveglow as wg
-    from waveglow.glow import WaveGlow
+    from waveglow import glow, glow_old as old_module
 
-    cfg = wg.WaveGlowConfig(n_flows=5, n_early_every=2, n_early_size=2, WN_config=wg.WNConfig(3, 16, 3))
+    cfg = wg.WaveGlowConfig(n_flows=5, n_early_every=4 if glow_old else 2, n_early_size=2,  # glow_old: fixed 4
+                            WN_config=wg.WNConfig(3, 16, 3), glow_old=glow_old)
     model = cw.official_model(cfg, seed=2)
     cw.randomize_(model, 2)
     src_path = cw.save_full_object(str(tmp_path / "waveglow_256channels.pt"), cw.detach_weight_norm_(model))
@@ -140,18 +145,19 @@ def test_export_waveglow_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "waveglow.pt"]
     with open(tmp_path / "out" / "config.json") as f:
         h = json.load(f)
-    assert set(h) == {"waveglow_config", "data_config"}
+    assert set(h) == {"waveglow_config", "data_config"} | ({"glow_old"} if glow_old else set())
     exp = torch.load(tmp_path / "out" / "waveglow.pt", weights_only=True)["state_dict"]
-    with cw._quiet():
-        loaded = WaveGlow(**h["waveglow_config"])  # as the official code builds it from config.json
+    with cw._quiet():  # as the official code builds it from config.json
+        loaded = (old_module if glow_old else glow).WaveGlow(**h["waveglow_config"])
     loaded.load_state_dict(exp)
+    loaded.eval()
     assert_same_state(model.state_dict(), exp, "waveglow")
 
     mel = torch.from_numpy(np.random.default_rng(0).normal(-5, 2, (1, cfg.n_mel_channels, 6)).astype(np.float32))
     audio = torch.from_numpy(np.random.default_rng(1).normal(0, 0.3, (1, 5 * 256)).astype(np.float32))
     with torch.no_grad():
-        za, zb = model((mel, audio))[0], loaded.eval()((mel, audio))[0]
-        assert torch.equal(za, zb)
+        if not glow_old:  # glow_old.py has no training direction
+            assert torch.equal(model((mel, audio))[0], loaded((mel, audio))[0])
         with cw.official_noise(seed=3):
             ya = model.infer(mel, sigma=0.6)
         with cw.official_noise(seed=3):
@@ -163,29 +169,43 @@ def test_export_waveglow_round_trip(tmp_path):
 # Codec
 
 
-def test_export_codec_round_trip(tmp_path):
-    """A real .nemo (encoder, FSQ, decoder, discriminators) -> convert -> export -> NeMo's restore_from: every
-    tensor bitwise, and NeMo's encode/decode of the restored model identical."""
+@pytest.fixture(scope="module")
+def codec_round_trip(tmp_path_factory):
+    """A real .nemo written by NeMo (encoder, FSQ, decoder, discriminators), converted and exported."""
     from conversion import codec as cc
-    from nemo.collections.tts.models import AudioCodecModel
 
     from test_codec import narrow_config
 
-    src = str(tmp_path / "src.nemo")
+    tmp = tmp_path_factory.mktemp("export_codec")
+    src = str(tmp / "src.nemo")
     model = cc.write_nemo(src, narrow_config(discriminator=True), seed=4)
-    assert cli("convert", "codec", src, tmp_path / "ckpt").returncode == 0
-    proc = cli("export", tmp_path / "ckpt", tmp_path / "out")
+    assert cli("convert", "codec", src, tmp / "ckpt").returncode == 0
+    proc = cli("export", tmp / "ckpt", tmp / "out")
     assert proc.returncode == 0, proc.stderr
-    assert os.listdir(tmp_path / "out") == ["model.nemo"]
-    restored = AudioCodecModel.restore_from(str(tmp_path / "out" / "model.nemo"), map_location="cpu").eval()
+    return src, model, tmp / "out"
+
+
+def _nemo_weights(path: str) -> dict:
+    from conversion import codec as cc
+
+    with cc.open_nemo(path) as (_, ckpt):
+        return torch.load(ckpt, weights_only=True)
+
+
+def test_export_codec_round_trip(codec_round_trip):
+    """-> NeMo's restore_from: every tensor bitwise, and NeMo's encode/decode of the restored model identical."""
+    from conversion import codec as cc
+    from nemo.collections.tts.models import AudioCodecModel
+
+    src, model, out = codec_round_trip
+    assert os.listdir(out) == ["model.nemo"]
+    restored = AudioCodecModel.restore_from(str(out / "model.nemo"), map_location="cpu").eval()
     src_sd, out_sd = model.state_dict(), restored.state_dict()
     assert any(k.startswith("discriminator.") for k in out_sd)
     assert_same_state(src_sd, out_sd, "codec")
-    # restore_from loads non-strictly: the archive itself must hold every weight NeMo saves
-    with cc.open_nemo(str(tmp_path / "out" / "model.nemo")) as (_, ckpt):
-        held = torch.load(ckpt, weights_only=True)
-    with cc.open_nemo(src) as (_, ckpt):
-        saved = torch.load(ckpt, weights_only=True)
+    # restore_from loads non-strictly: the archive itself must hold every weight NeMo saves (not the loss
+    # buffers, which NeMo recomputes from the config)
+    held, saved = _nemo_weights(str(out / "model.nemo")), _nemo_weights(src)
     assert set(k for k in saved if not k.startswith(("mel_loss_fn.", "stft_loss_fn."))) == set(held)
 
     audio = np.random.default_rng(0).normal(0, 0.2, (1, 4 * 1024)).astype(np.float32)
@@ -195,6 +215,38 @@ def test_export_codec_round_trip(tmp_path):
     ya, _ = cc.nemo_decode(model, tok_a)
     yb, _ = cc.nemo_decode(restored, tok_a)
     assert np.abs(ya).max() > 1e-3 and np.array_equal(ya, yb)
+
+
+def test_export_codec_keeps_weight_g_keys(codec_round_trip, tmp_path):
+    """A .nemo whose weights use the older weight_g / weight_v keys is exported with those keys (the same
+    tensors), and NeMo still loads it (torch's compatibility hook maps them onto its parametrizations)."""
+    import io
+    import tarfile
+
+    from conversion import codec as cc
+    from nemo.collections.tts.models import AudioCodecModel
+
+    src, model, _ = codec_round_trip
+    old = {k.replace(".parametrizations.weight.original0", ".weight_g")
+           .replace(".parametrizations.weight.original1", ".weight_v"): v for k, v in _nemo_weights(src).items()}
+    path = str(tmp_path / "old.nemo")
+    with tarfile.open(src) as tf_in, tarfile.open(path, "w:") as tf_out:
+        for m in tf_in.getmembers():
+            data = tf_in.extractfile(m).read() if m.isfile() else None
+            if m.name.endswith(cc.WEIGHTS_NAME):
+                buf = io.BytesIO()
+                torch.save(old, buf)
+                data = buf.getvalue()
+                m.size = len(data)
+            tf_out.addfile(m, io.BytesIO(data) if data is not None else None)
+    assert cli("convert", "codec", path, tmp_path / "ckpt").returncode == 0
+    assert cli("export", tmp_path / "ckpt", tmp_path / "out").returncode == 0
+    held = _nemo_weights(str(tmp_path / "out" / "model.nemo"))
+    assert any(k.endswith(".weight_g") for k in held) and not any(".parametrizations." in k for k in held)
+    for k, v in held.items():
+        assert torch.equal(v, old[k]), k
+    restored = AudioCodecModel.restore_from(str(tmp_path / "out" / "model.nemo"), map_location="cpu")
+    assert_same_state(model.state_dict(), restored.state_dict(), "codec")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -337,11 +389,9 @@ def test_export_bigvgan_training_state(bigvgan_round_trip, tmp_path):
 
 
 def test_convert_write_failure_is_one_line(bigvgan_round_trip, tmp_path):
-    """A write that fails half-way through Orbax's save (RLIMIT_FSIZE: EFBIG at 60 kB, after some arrays are
+    """A write that fails half-way through Orbax's save (ulimit -f: EFBIG at 59 KiB, after some arrays are
     written, as a full disk would) ends with the one-line error and nothing else on stderr (Orbax's writes
     still in flight used to print an "Event loop is closed" traceback each), and leaves no output."""
-    import resource
-    import signal
     import subprocess
     import sys
 
@@ -349,16 +399,13 @@ def test_convert_write_failure_is_one_line(bigvgan_round_trip, tmp_path):
     from train_standin import cli_env
 
     _, folder, _ = bigvgan_round_trip
-
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
-        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
-
     env = cli_env()
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the cache's own writes would hit the limit first
     out = tmp_path / "ckpt"
-    proc = subprocess.run([sys.executable, "-m", "jaxvoc.cli", "convert", "bigvgan", folder, str(out)],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=900, preexec_fn=limit)
+    # SIGXFSZ ignored: a write past the limit fails with EFBIG instead of killing the process; 59 KiB
+    limit = 'trap "" XFSZ; ulimit -f 59; exec "$@"'
+    proc = subprocess.run(["bash", "-c", limit, "bash", sys.executable, "-m", "jaxvoc.cli", "convert", "bigvgan",
+                           folder, str(out)], capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert_user_error(proc, "file too large", "ulimit")
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
