@@ -277,13 +277,17 @@ def test_export_errors(bigvgan_round_trip, tmp_path):
     meta["config"]["resblock_kernel_sizes"] = [5]  # the weights have kernel 3
     (bad / "jaxvoc.json").write_text(json.dumps(meta))
     assert_user_error(cli("export", bad, tmp_path / "o4"), "does not fit the official model")
+    # a kind without an official format to go back to
+    wavlm = tmp_path / "wavlm"
+    wavlm.mkdir()
+    (wavlm / "jaxvoc.json").write_text(json.dumps({"format": 1, "kind": "wavlm", "config": {}, "trees": ["params"]}))
+    assert_user_error(cli("export", wavlm, tmp_path / "o6"), "wavlm models cannot be exported")
     # the official package missing
     env = absent_packages_env(tmp_path / "site", "bigvgan", base=dict(os.environ, PYTHONWARNINGS="ignore"))
     proc = subprocess.run([sys.executable, "-m", "jaxvoc.cli", "export", ckpt, str(tmp_path / "o5")],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert_user_error(proc, "bigvgan", "pip install")
-    assert not any(p.name.startswith(("o", ".tmp")) for p in tmp_path.iterdir() if p.name != "file"), \
-        list(tmp_path.iterdir())
+    assert not any(p.name.startswith(("o", ".tmp")) for p in tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -43,8 +43,18 @@ def read_checkpoint(ckpt: str) -> tuple[str, dict, dict, str]:
             kind, config, trees, step = run_folder_trees(ckpt)
             return kind, config, trees, f"training run step {step}"
     meta = checkpoint.read_meta(ckpt)
+    exporter(meta["kind"])  # before the trees are read
     trees = {name: checkpoint.load_tree(ckpt, name) for name in meta.get("trees", ["params"])}
     return meta["kind"], meta["config"], trees, "checkpoint"
+
+
+def exporter(kind: str):
+    """The converter module of ``kind``, which writes the official format (``export``)."""
+    mod = converter_module(kind)
+    if not hasattr(mod, "export"):
+        raise UserError(f"{kind} models cannot be exported to an official format yet (jaxvoc export takes "
+                        "bigvgan, waveglow and codec checkpoints)")
+    return mod
 
 
 def run(args) -> int:
@@ -56,9 +66,7 @@ def run(args) -> int:
         raise UserError(f"{out} exists; remove it or pass --overwrite")
     check_writable_dir(os.path.dirname(out))
     kind, config, trees, what = read_checkpoint(args.ckpt)
-    mod = converter_module(kind)
-    if not hasattr(mod, "export"):
-        raise UserError(f"{kind} models cannot be exported to an official format yet")
+    mod = exporter(kind)
     try:
         with atomic_dir(out, args.overwrite) as tmp:
             files = mod.export(config, trees, tmp, args.ckpt)
