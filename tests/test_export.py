@@ -105,11 +105,13 @@ def test_export_bigvgan_round_trip(bigvgan_round_trip):
 
 def test_export_bigvgan_parametrizations_keys(tmp_path):
     """A source saved with torch's newer weight-norm keys (parametrizations.weight.original0/1) is exported
-    with the same keys; no discriminator file in the source, none in the export."""
+    with the same keys; no discriminator file in the source, none in the export. The published 44 kHz 512x
+    config (its upsampling, kernel and dilation sizes) at 128 channels."""
     from conversion import bigvgan as cb
-    from experiments.reference.bigvgan_train import small_config
+    from jaxvoc.models.bigvgan import official_config_path
 
-    config = small_config("bigvgan_v2_22khz_80band_256x")
+    with open(official_config_path("bigvgan_v2_44khz_128band_512x")) as f:
+        config = dict(json.load(f), upsample_initial_channel=128)  # 2 channels at the last of 6 stages
     folder = cb.write_official_folder(str(tmp_path / "src"), config, seed=5, parametrizations=True)
     assert cli("convert", "bigvgan", folder, tmp_path / "ckpt").returncode == 0
     proc = cli("export", tmp_path / "ckpt", tmp_path / "out")
@@ -119,6 +121,8 @@ def test_export_bigvgan_parametrizations_keys(tmp_path):
     exp = torch.load(tmp_path / "out" / cb.GENERATOR_FILE, weights_only=True)["generator"]
     assert any(".parametrizations.weight.original0" in k for k in exp)
     assert_same_state(src, exp, "generator")
+    with open(tmp_path / "out" / "config.json") as f:
+        assert json.load(f) == config
 
 
 # ----------------------------------------------------------------------------------------------------------
