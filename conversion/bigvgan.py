@@ -90,11 +90,14 @@ def convert(src: str, config: str | None = None) -> common.Converted:
     the trees ``discriminator`` ({'mpd', 'mrd'}), and, when the file holds optimizer moments, ``opt_state_g`` / ``opt_state_d`` and ``train_progress`` (see
     :func:`convert_discriminator_file`)."""
     cfg, params, sd, gen_path = convert_generator(src, config)
+    out = cfg.to_dict()
+    if common.weight_norm_style(sd) == "parametrizations":  # not the official code's style: recorded for export
+        out[common.WEIGHT_NORM_KEY] = "parametrizations"
     d_path = discriminator_path(gen_path)
     if d_path is None:
-        return common.Converted(cfg.to_dict(), params, {})
+        return common.Converted(out, params, {})
     extra = convert_discriminator_file(d_path, cfg, generator_state_dict=sd)
-    return common.Converted(cfg.to_dict(), params, extra)
+    return common.Converted(out, params, extra)
 
 
 def convert_generator(src: str, config: str | None = None) -> tuple[BigVGANConfig, dict, dict, str]:
@@ -304,6 +307,39 @@ def official_model(config: dict, state_dict: dict | None = None, seed: int | Non
     return model.eval()
 
 
+def official_discriminators(config: dict, seed: int | None = None):
+    """(mpd, mrd) as the official train.py builds them: MPD, and CQTD (use_cqtd_instead_of_mrd) or MRD; random
+    weights (from ``seed`` when given)."""
+    import torch
+    from bigvgan import discriminators as D
+    from bigvgan.env import AttrDict
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    h = AttrDict(dict(config))
+    with contextlib.redirect_stdout(io.StringIO()):  # the official constructors print their settings
+        mpd = D.MultiPeriodDiscriminator(h)
+        if h.get("use_cqtd_instead_of_mrd", False):
+            mrd = D.MultiScaleSubbandCQTDiscriminator(h)
+        else:
+            mrd = D.MultiResolutionDiscriminator(h)
+    return mpd, mrd
+
+
+def official_optimizers(config: dict, generator, mpd, mrd):
+    """(optim_g, optim_d) as the official train.py builds them: AdamW over the generator, and over the MRD/CQTD
+    then the MPD parameters, learning_rate and betas (adam_b1, adam_b2) from the config."""
+    import itertools
+
+    import torch
+
+    betas = [config["adam_b1"], config["adam_b2"]]
+    optim_g = torch.optim.AdamW(generator.parameters(), config["learning_rate"], betas=betas)
+    optim_d = torch.optim.AdamW(itertools.chain(mrd.parameters(), mpd.parameters()), config["learning_rate"],
+                                betas=betas)
+    return optim_g, optim_d
+
+
 def randomize_(model, seed: int, scale: float = 1.0) -> None:
     """Gives every Snake alpha/beta non-trivial values (the official init makes them all equal, a weak test),
     in place and reproducibly."""
@@ -336,6 +372,112 @@ def write_official_folder(out_dir: str, config: dict, seed: int = 0, parametriza
         json.dump(config, f, indent=2)
     torch.save({"generator": sd}, os.path.join(out_dir, GENERATOR_FILE))
     return out_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# jaxvoc checkpoint -> official folder (jaxvoc export)
+
+
+def export(config: dict, trees: dict, out_dir: str, source: str) -> list[str]:
+    """Writes the official model folder into ``out_dir`` (an empty folder): ``config.json`` (the official
+    config, jaxvoc's own keys left out) and ``bigvgan_generator.pt`` (``{'generator': state_dict}``), and when
+    ``trees`` holds the discriminators, ``bigvgan_discriminator_optimizer.pt`` as train.py writes it
+    ({'mpd', 'mrd', 'optim_g', 'optim_d', 'steps', 'epoch'}). ``trees``: 'params' (the generator, weight
+    norm unfolded) and optionally 'discriminator', 'opt_state_g', 'opt_state_d', 'train_progress' (as
+    :func:`convert` makes them). The official modules built from the config give the key order and the
+    constant buffers, and load every exported state dict strictly (a check of names and shapes); the
+    anti-aliasing taps are the checkpoint's own. Returns the files written."""
+    import torch
+
+    h = common.official_config(config)
+    cfg = BigVGANConfig.from_dict(config, source)
+    style = config.get(common.WEIGHT_NORM_KEY)
+    generator = official_model(h)
+    sd = common.params_to_state_dict(trees["params"], transposed=lambda p: p[0].startswith("ups_"))
+    official = generator.state_dict()
+    # the anti-aliasing taps: the checkpoint's own (converted from an official file), else those the official
+    # code computes for this config (as in NVIDIA's files; jaxvoc's own float32 taps differ by an ulp in a few)
+    taps = cfg.jaxvoc_antialias_filter
+    for k, v in official.items():
+        if k.endswith(".filter"):
+            sd[k] = v.numpy() if taps is None else np.asarray(taps, np.float32).reshape(v.shape)
+    common.load_strict(generator, sd, "generator", source)
+    sd = {k: sd[k] for k in official}  # the official order
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(h, f, indent=2)
+    torch.save({"generator": common.to_torch(common.with_weight_norm_style(sd, style))},
+               os.path.join(out_dir, GENERATOR_FILE))
+    written = ["config.json", GENERATOR_FILE]
+    if "discriminator" not in trees:
+        return written
+    mpd, mrd = official_discriminators(h)
+    d_sds = {}
+    for name, module in (("mpd", mpd), ("mrd", mrd)):
+        dsd = common.params_to_state_dict(trees["discriminator"][name])
+        official_d = module.state_dict()
+        params = dict(module.named_parameters())
+        for k, v in official_d.items():  # constant buffers (CQT kernels, resampling) as the official code makes them
+            if k not in params and k not in dsd:
+                dsd[k] = v.numpy()
+        common.load_strict(module, dsd, f"discriminator {name!r}", source)
+        d_sds[name] = {k: dsd[k] for k in official_d}
+    optim_g, optim_d = official_optimizers(h, generator, mpd, mrd)
+    g_names = [k for k, _ in generator.named_parameters()]
+    d_names = [f"mrd.{k}" for k, _ in mrd.named_parameters()] + [f"mpd.{k}" for k, _ in mpd.named_parameters()]
+    moments_d = trees.get("opt_state_d")
+    d_flat = None
+    if moments_d is not None:
+        d_flat = {key: {f"{name}.{k}": v for name in ("mpd", "mrd")
+                        for k, v in common.params_to_state_dict(moments_d[key][name]).items()}
+                  for key in ("mu", "nu")}
+    g_flat = None
+    if trees.get("opt_state_g") is not None:
+        g_flat = {key: common.params_to_state_dict(trees["opt_state_g"][key],
+                                                   transposed=lambda p: p[0].startswith("ups_"))
+                  for key in ("mu", "nu")}
+    progress = trees.get("train_progress", {})
+    state = {"mpd": common.with_weight_norm_style(d_sds["mpd"], style),
+             "mrd": common.with_weight_norm_style(d_sds["mrd"], style),
+             "optim_g": _adam_state_dict(optim_g, g_names, trees.get("opt_state_g"), g_flat, source),
+             "optim_d": _adam_state_dict(optim_d, d_names, moments_d, d_flat, source),
+             "steps": int(np.asarray(progress.get("steps", 0))), "epoch": int(np.asarray(progress.get("epoch", 0)))}
+    torch.save(common.to_torch(state), os.path.join(out_dir, DISCRIMINATOR_FILE))
+    return written + [DISCRIMINATOR_FILE]
+
+
+def _adam_state_dict(optim, names: list[str], moments: dict | None, flat: dict | None, source: str) -> dict:
+    """The official AdamW's state dict (never stepped when ``moments`` is None), else with the converted
+    moments ({'count', 'mu', 'nu', 'lr', 'initial_lr', 'b1', 'b2', 'eps', 'weight_decay'}; ``flat``: mu/nu
+    by torch name) and hyperparameters put back: the inverse of :func:`_adam_moments`."""
+    import torch
+
+    sd = optim.state_dict()
+    # train.py resumes its ExponentialLR at the saved epoch, which needs initial_lr in the group (the
+    # scheduler it builds adds it)
+    sd["param_groups"][0].setdefault("initial_lr", sd["param_groups"][0]["lr"])
+    if moments is None:
+        return sd
+    group = sd["param_groups"][0]
+    missing = [n for n in names if n not in flat["mu"] or n not in flat["nu"]]
+    if missing or len(flat["mu"]) != len(names):
+        raise UserError(f"{source}: the optimizer moments do not match the model's parameters "
+                        f"({len(flat['mu'])} against {len(names)}); export without them is not possible")
+    step = float(np.asarray(moments["count"]))
+    state = {}
+    for pid, name in zip(group["params"], names):
+        state[pid] = {"step": torch.tensor(step, dtype=torch.float32),
+                      "exp_avg": torch.from_numpy(flat["mu"][name]),
+                      "exp_avg_sq": torch.from_numpy(flat["nu"][name])}
+    def scalar(stored, official):  # stored as float32: the config's exact value when it rounds to it
+        stored = np.float32(np.asarray(stored))
+        return official if np.float32(official) == stored else float(stored)
+
+    group = dict(group, lr=scalar(moments["lr"], group["lr"]),
+                 initial_lr=scalar(moments["initial_lr"], group["initial_lr"]),
+                 betas=tuple(scalar(moments[k], b) for k, b in zip(("b1", "b2"), group["betas"])),
+                 eps=scalar(moments["eps"], group["eps"]),
+                 weight_decay=scalar(moments["weight_decay"], group["weight_decay"]))
+    return {"state": state, "param_groups": [group]}
 
 
 def official_mel_f64(audio: np.ndarray, cfg: BigVGANConfig) -> np.ndarray:

@@ -119,12 +119,16 @@ def read_config(path: str) -> dict:
     return d
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
+def read_state_dict(path: str, info_out: dict | None = None) -> dict[str, np.ndarray]:
+    """The archive's weights (numpy, weight norm as weight_g / weight_v); ``info_out`` (a dict) receives the
+    file's weight-norm key style under 'weight_norm'."""
     obj = common.load_torch_file(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
         raise UserError(f"{path} holds no state dict")
+    if info_out is not None:
+        info_out["weight_norm"] = common.weight_norm_style(obj)
     return common.normalize_keys(common.to_numpy_state_dict(obj, path))
 
 
@@ -139,14 +143,20 @@ def expected_tree(cfg: CodecConfig) -> dict:
         lambda: AudioCodec(cfg).init(jax.random.PRNGKey(0), audio, jnp.array([n]))["params"])
 
 
-def _check_quantizer(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str) -> None:
+def quantizer_buffers(cfg: CodecConfig) -> dict[str, np.ndarray]:
+    """NeMo's FSQ buffers (``num_levels``, ``dim_base_index``: int32 [1, D, 1] per group) of a config."""
     fsq = cfg.quantizer.fsq
     prefixes = ([f"vector_quantizer.fsqs.{g}." for g in range(cfg.num_groups)]
                 if cfg.quantizer_target == "GroupFiniteScalarQuantizer" else ["vector_quantizer."])
     expected = {}
     for pre in prefixes:
-        expected[pre + "num_levels"] = np.asarray(fsq.num_levels).reshape(1, -1, 1)
-        expected[pre + "dim_base_index"] = fsq.base.reshape(1, -1, 1)
+        expected[pre + "num_levels"] = np.asarray(fsq.num_levels, np.int32).reshape(1, -1, 1)
+        expected[pre + "dim_base_index"] = np.asarray(fsq.base, np.int32).reshape(1, -1, 1)
+    return expected
+
+
+def _check_quantizer(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str) -> None:
+    expected = quantizer_buffers(cfg)
     keys = [k for k in sd if k.startswith("vector_quantizer.")]
     unexpected = sorted(set(keys) - set(expected))
     if unexpected:
@@ -171,8 +181,7 @@ def convert_state_dict(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str)
             disc[k[len("discriminator."):]] = v
     if not gen:
         raise UserError(f"{source} has no audio_encoder / audio_decoder weights; is it an AudioCodecModel?")
-    params = common.state_dict_to_params(gen, expected_tree(cfg), source,
-                                         transposed=lambda p: any(s.startswith("up_sample_conv_layers_") for s in p))
+    params = common.state_dict_to_params(gen, expected_tree(cfg), source, transposed=_transposed)
     extra = {}
     if disc:
         flat = {}
@@ -185,18 +194,77 @@ def convert_state_dict(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str)
     return params, extra
 
 
+def _transposed(path: tuple[str, ...]) -> bool:
+    return any(s.startswith("up_sample_conv_layers_") for s in path)  # the decoder's ConvTranspose1d layers
+
+
 def convert(src: str, config: str | None = None) -> common.Converted:
     """Returns (config dict = NeMo's model config + fingerprint, weight-normed params, {discriminator: tree}).
     ``config``: a model_config.yaml to use instead of the archive's."""
+    info: dict = {}
     with open_nemo(src) as (cfg_path, ckpt_path):
         d = read_config(config or cfg_path)
         cfg = CodecConfig.from_dict(d, config or f"{src}:{CONFIG_NAME}")
-        sd = read_state_dict(ckpt_path)
+        sd = read_state_dict(ckpt_path, info)
     params, extra = convert_state_dict(sd, cfg, f"{src}:{WEIGHTS_NAME}")
     out = cfg.to_dict()
     out.pop(FINGERPRINT_KEY, None)
     out[FINGERPRINT_KEY] = fingerprint(cfg, params)
+    if info["weight_norm"] == "weight_g":  # not NeMo's current style (parametrizations): recorded for export
+        out[common.WEIGHT_NORM_KEY] = "weight_g"
     return common.Converted(out, params, extra)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# jaxvoc checkpoint -> .nemo (jaxvoc export)
+
+NEMO_FILE = "model.nemo"
+NEMO_TARGET = "nemo.collections.tts.models.audio_codec.AudioCodecModel"  # the class NeMo's save_to records
+
+
+def export(config: dict, trees: dict, out_dir: str, source: str) -> list[str]:
+    """Writes ``model.nemo``, a NeMo archive as ``AudioCodecModel.save_to`` makes one (an uncompressed tar of
+    ``./model_config.yaml`` and ``./model_weights.ckpt``) that ``AudioCodecModel.restore_from`` loads: the
+    model config (jaxvoc's own keys left out, NeMo's ``target`` added), and the state dict of the encoder, the
+    FSQ buffers, the decoder and, when the checkpoint holds it, the discriminator (WavLM's weights are not in
+    it, as NeMo leaves them out; NeMo's loss buffers are recomputed by NeMo from the config). Weight norm is
+    written in NeMo's current style (``parametrizations.weight.original0/1``) unless the source recorded the
+    older one. Returns the files written."""
+    import io
+
+    import yaml
+
+    cfg = CodecConfig.from_dict(config, source)
+    sd = {}
+    for k, v in common.params_to_state_dict(trees["params"], transposed=_transposed).items():
+        sd[k] = v.reshape(1, -1, 1) if k.endswith(".alpha") else v  # NeMo's Snake alpha is [1, C, 1]
+    sd.update(quantizer_buffers(cfg))
+    for k, v in common.params_to_state_dict(trees.get("discriminator", {})).items():
+        if k.endswith(".resample.weight"):  # torchaudio Resample's buffer 'kernel' (jaxvoc's leaf name too)
+            k = k[:-len("weight")] + "kernel"
+        if ".slm_model.slm_model." not in k:
+            sd["discriminator." + k] = v
+    sd = common.with_weight_norm_style(sd, config.get(common.WEIGHT_NORM_KEY, "parametrizations"))
+    nemo_cfg = dict(common.official_config(config), target=NEMO_TARGET)
+    path = os.path.join(out_dir, NEMO_FILE)
+    with tarfile.open(path, "w:") as tf:
+        for name, data in ((CONFIG_NAME, yaml.safe_dump(nemo_cfg, sort_keys=False).encode()),
+                           (WEIGHTS_NAME, _torch_bytes(common.to_torch(sd)))):
+            member = tarfile.TarInfo("./" + name)
+            member.size = len(data)
+            member.mode = 0o644
+            tf.addfile(member, io.BytesIO(data))
+    return [NEMO_FILE]
+
+
+def _torch_bytes(obj) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -86,6 +86,34 @@ def normalize_keys(sd: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def weight_norm_style(keys: Iterable[str]) -> str | None:
+    """The weight-norm key style of a state dict: 'parametrizations' (``parametrizations.weight.original0/1``,
+    torch.nn.utils.parametrizations.weight_norm), 'weight_g' (``weight_g`` / ``weight_v``, the older
+    torch.nn.utils.weight_norm), or None when it has no weight-normed layer."""
+    keys = list(keys)
+    if any(_PARAMETRIZATION.search(k) for k in keys):
+        return "parametrizations"
+    if any(k.endswith(".weight_g") for k in keys):
+        return "weight_g"
+    return None
+
+
+# config key under which a converted checkpoint records the source's weight-norm style (when it is not the
+# official code's own), so that `jaxvoc export` writes the keys the way the source had them
+WEIGHT_NORM_KEY = "jaxvoc_weight_norm"
+
+
+def with_weight_norm_style(sd: Mapping[str, Any], style: str | None) -> dict[str, Any]:
+    """``weight_g`` / ``weight_v`` keys renamed to ``style`` ('parametrizations' or 'weight_g'/None: kept)."""
+    if style != "parametrizations":
+        return dict(sd)
+    out = {}
+    for k, v in sd.items():
+        k = re.sub(r"\.weight_g$", ".parametrizations.weight.original0", k)
+        out[re.sub(r"\.weight_v$", ".parametrizations.weight.original1", k)] = v
+    return out
+
+
 def torch_key_to_path(key: str) -> tuple[str, ...]:
     """'resblocks.3.convs1.0.weight_v' -> ('resblocks_3', 'convs1_0', 'weight_v'); a numeric index joins the
     name before it. The leaf 'weight' becomes Flax's 'kernel'; with no name before an index the index stays."""
@@ -120,6 +148,27 @@ def to_jax_layout(value: np.ndarray, transposed_conv: bool = False) -> np.ndarra
     if value.ndim == 4:
         return value.transpose(2, 3, 1, 0)
     return value
+
+
+def from_jax_layout(value: np.ndarray, transposed_conv: bool = False) -> np.ndarray:
+    """The inverse of :func:`to_jax_layout` (jaxvoc layouts -> torch layouts), contiguous."""
+    if value.ndim == 2:
+        value = value.T
+    elif value.ndim == 3:
+        value = value.transpose(1, 2, 0) if transposed_conv else value.transpose(2, 1, 0)
+    elif value.ndim == 4:
+        value = value.transpose(3, 2, 0, 1)
+    return np.array(value, order="C")  # a copy: contiguous, 0-d kept
+
+
+def params_to_state_dict(params: Mapping[str, Any], *, transposed: Callable[[tuple[str, ...]], bool] = lambda p: False
+                         ) -> dict[str, np.ndarray]:
+    """The inverse of :func:`state_dict_to_params`: a jaxvoc parameter tree -> {torch key: numpy array in
+    torch layout} (weight norm as ``weight_g`` / ``weight_v``; see :func:`with_weight_norm_style`)."""
+    out = {}
+    for path, value in flatten(params).items():
+        out[path_to_torch_key(path)] = from_jax_layout(np.asarray(value), transposed(path))
+    return out
 
 
 def flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -200,20 +249,43 @@ def state_dict_to_params(sd: Mapping[str, np.ndarray], expected: Mapping[tuple[s
 
 def _torch_shape(jax_shape: tuple[int, ...], ndim: int, transposed_conv: bool) -> tuple[int, ...]:
     """Inverse of to_jax_layout's permutation, for messages in torch's terms."""
-    dummy = np.empty(jax_shape, dtype=np.uint8)
-    if len(jax_shape) == 2:
-        return tuple(dummy.T.shape)
-    if len(jax_shape) == 3:
-        return tuple(dummy.transpose(1, 2, 0).shape if transposed_conv else dummy.transpose(2, 1, 0).shape)
-    if len(jax_shape) == 4:
-        return tuple(dummy.transpose(3, 2, 0, 1).shape)
-    return jax_shape
+    return tuple(from_jax_layout(np.empty(jax_shape, dtype=np.uint8), transposed_conv).shape)
 
 
 def _few(items: Iterable[str], n: int = 8) -> str:
     items = list(items)
     s = ", ".join(items[:n])
     return s + (f", … (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def to_torch(obj: Any) -> Any:
+    """numpy arrays (in dicts, lists, tuples) -> torch tensors, for a torch.save that any torch reads with
+    ``weights_only=True``."""
+    import torch
+
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        return torch.from_numpy(np.array(obj, order="C"))
+    if isinstance(obj, dict):
+        return {k: to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_torch(v) for v in obj)
+    return obj
+
+
+def official_config(config: Mapping[str, Any]) -> dict:
+    """A jaxvoc checkpoint's config without jaxvoc's own keys (``jaxvoc_*``): what the official code reads."""
+    return {k: v for k, v in config.items() if not str(k).startswith("jaxvoc_")}
+
+
+def load_strict(module: Any, sd: Mapping[str, Any], what: str, source: str) -> None:
+    """``module.load_state_dict(sd, strict=True)`` (the official module checks the exported tensors: names,
+    shapes); a mismatch is one line naming the tensors."""
+    try:
+        module.load_state_dict(to_torch(dict(sd)), strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise UserError(f"{source}: the {what} does not fit the official model of its config ({msg[:300]}); "
+                        "the checkpoint and its config do not belong together") from None
 
 
 def count_params(tree: Any) -> int:

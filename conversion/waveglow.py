@@ -67,6 +67,7 @@ def read_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
                             "({'model': WaveGlow} or a state dict)")
     if not sd:
         raise UserError(f"{path}: the checkpoint holds no tensors")
+    info["weight_norm"] = common.weight_norm_style(sd)
     return common.to_numpy_state_dict(sd, path), info
 
 
@@ -219,12 +220,15 @@ def expected_tree(config: WaveGlowConfig) -> dict:
     return common.expected_shapes(lambda: WaveGlow(config).init(jax.random.PRNGKey(0), mel, audio)["params"])
 
 
-def load_state_dict(src: str, config: str | WaveGlowConfig | None = None
+def load_state_dict(src: str, config: str | WaveGlowConfig | None = None, info_out: dict | None = None
                     ) -> tuple[dict[str, np.ndarray], WaveGlowConfig]:
-    """(fused numpy state dict with official key names, config) of any accepted source."""
+    """(fused numpy state dict with official key names, config) of any accepted source; ``info_out`` (a dict)
+    receives :func:`read_checkpoint`'s info."""
     if not os.path.exists(src):
         raise UserError(f"checkpoint not found: {src}")
     sd, info = read_checkpoint(src)
+    if info_out is not None:
+        info_out.update(info)
     sd = fuse_layouts(common.normalize_keys(sd), src)
     glow_old = bool(info["class"]) and info["class"].split(".")[-2] == "glow_old"
     if isinstance(config, WaveGlowConfig):
@@ -244,9 +248,49 @@ def load_state_dict(src: str, config: str | WaveGlowConfig | None = None
 def convert(src: str, config: str | None = None) -> common.Converted:
     """(config dict, weight-normed params, no extra trees) of a WaveGlow checkpoint (``config``: a config.json to
     use instead of the one inferred)."""
-    sd, cfg = load_state_dict(src, config)
-    params = common.state_dict_to_params(sd, expected_tree(cfg), src, transposed=lambda p: p[0] == "upsample")
-    return common.Converted(cfg.to_dict(), params, {})
+    info: dict = {}
+    sd, cfg = load_state_dict(src, config, info)
+    params = common.state_dict_to_params(sd, expected_tree(cfg), src, transposed=_transposed)
+    out = cfg.to_dict()
+    if info["weight_norm"] == "parametrizations":  # not the official glow.py's style: recorded for export
+        out[common.WEIGHT_NORM_KEY] = "parametrizations"
+    return common.Converted(out, params, {})
+
+
+def _transposed(path: tuple[str, ...]) -> bool:
+    return path[0] == "upsample"  # the one ConvTranspose1d
+
+
+STATE_DICT_FILE = "waveglow.pt"
+
+
+def export(config: dict, trees: dict, out_dir: str, source: str) -> list[str]:
+    """Writes ``waveglow.pt`` = ``{'state_dict': state_dict}`` (what ``waveglow.glow.WaveGlow(**
+    waveglow_config).load_state_dict(torch.load(f)['state_dict'])`` takes: the fused WN layout of the current
+    glow.py; for a glow_old model the per-layer ``cond_layers`` of glow_old.py) and ``config.json`` in the
+    official layout (``waveglow_config`` with the constructor's arguments, ``data_config`` with the mel
+    settings; ``glow_old: true`` added for such models). The official model built from the config gives the
+    key order and loads the state dict strictly (a check of names and shapes). Returns the files written."""
+    import json
+
+    import torch
+
+    cfg = WaveGlowConfig.from_dict(config, source)
+    sd = common.to_torch(common.params_to_state_dict(trees["params"], transposed=_transposed))
+    if cfg.glow_old:
+        sd = split_cond_state(sd, cfg)
+    model = official_model(cfg)
+    official = model.state_dict()
+    common.load_strict(model, sd, "WaveGlow", source)
+    sd = {k: sd[k] for k in official}
+    torch.save({"state_dict": common.with_weight_norm_style(sd, config.get(common.WEIGHT_NORM_KEY))},
+               os.path.join(out_dir, STATE_DICT_FILE))
+    d = cfg.to_dict()
+    if not cfg.glow_old:
+        del d["glow_old"]
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(d, f, indent=2)
+    return [STATE_DICT_FILE, "config.json"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -578,7 +622,7 @@ def compare(args) -> dict:
     if args.device != "cpu":
         raise UserError("compare waveglow runs on the CPU only (the official infer needs a CUDA noise patch)")
     sd, cfg = load_state_dict(args.src, getattr(args, "config", None))
-    params = common.state_dict_to_params(sd, expected_tree(cfg), args.src, transposed=lambda p: p[0] == "upsample")
+    params = common.state_dict_to_params(sd, expected_tree(cfg), args.src, transposed=_transposed)
     path = args.input or BUNDLED_SPEECH
     audio = load_audio(path, cfg.sampling_rate)
     audio = audio[:len(audio) // cfg.hop_length * cfg.hop_length]

@@ -21,6 +21,7 @@ from jaxvoc.errors import UserError
 COMMANDS = {
     "convert": ("jaxvoc.commands.convert", "convert an official PyTorch checkpoint to a jaxvoc (Orbax) checkpoint"),
     "synth": ("jaxvoc.commands.synth", "synthesize waveforms from audio files or .npy mels with a vocoder"),
+    "export": ("jaxvoc.commands.export", "write a jaxvoc checkpoint or training run in the official PyTorch format"),
     "compare": ("jaxvoc.commands.compare", "run the official PyTorch model and the JAX port side by side"),
     "train": ("jaxvoc.commands.train", "train or fine-tune a vocoder from a config (GAN or flow objective)"),
     "encode": ("jaxvoc.commands.encode", "audio files -> token files (.npz) with a codec"),
@@ -88,7 +89,8 @@ def _os_error_line(e: OSError) -> str:
            errno.EROFS: "choose a writable output path",
            errno.ENOTDIR: "choose another output path", errno.EEXIST: "remove it or choose another output path",
            errno.EISDIR: "a folder is in the way of an output file; remove it or choose another output path",
-           errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk")
+           errno.ENOENT: "check the path",
+           errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it or write to another disk"}.get(e.errno, "check the path and the disk")
     return f"{what}: {where}; {fix}" if where else f"{what}; {fix}"
 
 

@@ -16,7 +16,7 @@ from jaxvoc.errors import UserError
 @dataclasses.dataclass(frozen=True)
 class Family:
     model: str  # defines Pretrained.from_checkpoint(ckpt_dir, meta, fold=True)
-    converter: str | None = None  # defines convert(src, config=None) -> Converted, and compare(args)
+    converter: str | None = None  # defines convert(src, config=None) -> Converted, compare(args) (and export)
     trainer: str | None = None  # defines Task(cfg) for jaxvoc train
     # the files a Hugging Face Hub repo of this kind holds (jaxvoc/io/hub.py fetches only these): each entry a
     # tuple of alternative glob patterns, the first present taken, each matching one top-level file; the

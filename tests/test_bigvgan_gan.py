@@ -110,8 +110,6 @@ def _train_folder(tmp_path, name: str):
     """An official model folder as train.py leaves it: config.json, bigvgan_generator.pt and the
     {'mpd','mrd','optim_g','optim_d','steps','epoch'} state of train.py's AdamW optimizers after a step (here
     with random gradients: the file's layout is what matters)."""
-    import itertools
-
     import torch
 
     from conversion import bigvgan as cb
@@ -123,10 +121,7 @@ def _train_folder(tmp_path, name: str):
     mpd, mrd = official_discriminators(config, seed=4)
     randomize_discriminator_(mpd, 5)
     randomize_discriminator_(mrd, 6)
-    betas = [config["adam_b1"], config["adam_b2"]]
-    optim_g = torch.optim.AdamW(generator.parameters(), config["learning_rate"], betas=betas)
-    optim_d = torch.optim.AdamW(itertools.chain(mrd.parameters(), mpd.parameters()), config["learning_rate"],
-                                betas=betas)
+    optim_g, optim_d = cb.official_optimizers(config, generator, mpd, mrd)
     _random_grads(generator, mpd, mrd, seed=7)
     optim_g.step()
     optim_d.step()

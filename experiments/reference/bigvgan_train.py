@@ -7,34 +7,18 @@ composition), written with the official modules (bigvgan.discriminators, bigvgan
 from __future__ import annotations
 
 import contextlib
-import io
-import itertools
 from typing import Any, Sequence
 
 import numpy as np
+
+
+from conversion.bigvgan import official_discriminators  # noqa: F401 (re-exported: tests and experiments use it here)
 
 
 def _attrdict(config: dict):
     from bigvgan.env import AttrDict
 
     return AttrDict(dict(config))
-
-
-def official_discriminators(config: dict, seed: int | None = None):
-    """(mpd, mrd) as train.py builds them: MPD, and CQTD (use_cqtd_instead_of_mrd) or MRD; random weights."""
-    import torch
-    from bigvgan import discriminators as D
-
-    if seed is not None:
-        torch.manual_seed(seed)
-    h = _attrdict(config)
-    with contextlib.redirect_stdout(io.StringIO()):  # the official constructors print their settings
-        mpd = D.MultiPeriodDiscriminator(h)
-        if h.get("use_cqtd_instead_of_mrd", False):
-            mrd = D.MultiScaleSubbandCQTDiscriminator(h)
-        else:
-            mrd = D.MultiResolutionDiscriminator(h)
-    return mpd, mrd
 
 
 def randomize_discriminator_(model, seed: int) -> None:
@@ -121,11 +105,12 @@ def official_train_step(config: dict, generator, mpd, mrd, x, y, y_mel, *, steps
 
     h = _attrdict(config)
     mel_fn = mel_fn or M.mel_spectrogram
-    if optim_g is None:
-        optim_g = torch.optim.AdamW(generator.parameters(), h.learning_rate, betas=[h.adam_b1, h.adam_b2])
-    if optim_d is None:
-        optim_d = torch.optim.AdamW(itertools.chain(mrd.parameters(), mpd.parameters()), h.learning_rate,
-                                    betas=[h.adam_b1, h.adam_b2])
+    if optim_g is None or optim_d is None:
+        from conversion.bigvgan import official_optimizers
+
+        default_g, default_d = official_optimizers(config, generator, mpd, mrd)
+        optim_g = default_g if optim_g is None else optim_g
+        optim_d = default_d if optim_d is None else optim_d
     generator.train()
     mpd.train()
     mrd.train()

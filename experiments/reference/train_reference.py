@@ -11,7 +11,6 @@ parameter group, the agreement of the parameter updates (params after the steps 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tempfile
@@ -41,9 +40,9 @@ def _official_steps(h, gen, mpd, mrd, x, y, y_mel, steps, freeze_step, mel_fn=No
 
     from experiments.reference.bigvgan_train import official_train_step
 
-    optim_g = torch.optim.AdamW(gen.parameters(), h["learning_rate"], betas=[h["adam_b1"], h["adam_b2"]])
-    optim_d = torch.optim.AdamW(itertools.chain(mrd.parameters(), mpd.parameters()), h["learning_rate"],
-                                betas=[h["adam_b1"], h["adam_b2"]])
+    from conversion.bigvgan import official_optimizers
+
+    optim_g, optim_d = official_optimizers(h, gen, mpd, mrd)
     sg = torch.optim.lr_scheduler.ExponentialLR(optim_g, gamma=h["lr_decay"])
     sd = torch.optim.lr_scheduler.ExponentialLR(optim_d, gamma=h["lr_decay"])
     losses = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -26,8 +27,33 @@ def _to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
 
 
+def drop_closed_loop_reports() -> None:
+    """Orbax writes through tensorstore, whose threads complete the futures of an asyncio loop. After a failed
+    write (a full disk, a file size limit) Orbax raises the error and closes that loop while other writes
+    are still in flight; each of them then reports ``RuntimeError: Event loop is closed`` (raised in asyncio's
+    ``_check_closed``) as an unraisable exception: a traceback on stderr per array, around the one-line error.
+    This drops those reports (only those: every other unraisable exception goes to the previous hook)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "jaxvoc_closed_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        e, tb = unraisable.exc_value, unraisable.exc_traceback
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if (isinstance(e, RuntimeError) and str(e) == "Event loop is closed" and tb is not None
+                and tb.tb_frame.f_code.co_name == "_check_closed"):
+            return
+        previous(unraisable)
+
+    hook.jaxvoc_closed_loop = True
+    sys.unraisablehook = hook
+
+
 def save_params(path: str, tree: Any) -> None:
     import orbax.checkpoint as ocp
+
+    drop_closed_loop_reports()
 
     kw = {}
     if jax.process_count() > 1:  # host numpy written by this process alone (training export on process 0)

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxvoc.errors import UserError
 from jaxvoc.io import checkpoint
@@ -153,6 +154,23 @@ def load_adam_moments(opt_state: Any, moments: dict) -> Any:
     return out
 
 
+def adam_moments(opt_state: Any, params: Any, hyper: dict) -> dict:
+    """The inverse of :func:`load_adam_moments`: the Adam count and moments of ``opt_state`` (the
+    ScaleByAdamState whose mu has the structure of ``params``) as the ``opt_state_g`` / ``opt_state_d`` tree
+    a converted checkpoint holds, with the hyperparameters ``hyper`` (lr, initial_lr, b1, b2, eps,
+    weight_decay) as float32 scalars."""
+    import optax
+
+    nodes = [n for n in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+             if isinstance(n, optax.ScaleByAdamState)
+             and jax.tree_util.tree_structure(n.mu) == jax.tree_util.tree_structure(params)]
+    if len(nodes) != 1:
+        raise ValueError(f"expected one Adam state with the parameters' structure, found {len(nodes)}")
+    n = nodes[0]
+    return {"count": np.asarray(n.count, np.int32), "mu": n.mu, "nu": n.nu,
+            **{k: np.asarray(v, np.float32) for k, v in hyper.items()}}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The training task (jaxvoc train)
 
@@ -217,6 +235,21 @@ class BigVGANTask(Task):
                 state = {**state, key: _place(new, state[key])}
                 what.append(f"{key} moments")
         return state, " + ".join(what)
+
+    def export_trees(self, state):
+        """Generator, discriminators, both AdamW moments (with the official optimizer's hyperparameters: the
+        learning rate at this step, the config's betas, torch's eps and weight decay) and the step; the epoch
+        is 0 (jaxvoc counts steps only)."""
+        step = int(np.asarray(state["step"]))
+        h = self.cfg.model
+        hyper = {"lr": self.lr(step), "initial_lr": float(h["learning_rate"]), "b1": float(h["adam_b1"]),
+                 "b2": float(h["adam_b2"]), "eps": optim.TORCH_ADAM_EPS,
+                 "weight_decay": optim.TORCH_ADAMW_WEIGHT_DECAY}
+        trees = {"params": state["params_g"], DISCRIMINATOR_TREE: state["params_d"],
+                 OPT_TREES["opt_g"]: adam_moments(state["opt_g"], state["params_g"], hyper),
+                 OPT_TREES["opt_d"]: adam_moments(state["opt_d"], state["params_d"], hyper),
+                 "train_progress": {"steps": np.asarray(step, np.int64), "epoch": np.asarray(0, np.int64)}}
+        return self.gen_config.to_dict(), trees
 
     def export(self, state, out_dir):
         host = jax.device_get({"g": state["params_g"], "d": state["params_d"]})

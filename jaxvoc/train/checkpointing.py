@@ -183,6 +183,11 @@ def latest_step(directory: str) -> int | None:
         mngr.close()
 
 
+def is_run_folder(path: str) -> bool:
+    """Whether ``path`` looks like a jaxvoc training run folder (a ``checkpoints/`` folder in it)."""
+    return os.path.isdir(os.path.join(path, "checkpoints"))
+
+
 class _DropClosedLoopTracebacks:
     """A ``sys.stderr`` wrapper that drops the tracebacks ending in ``RuntimeError: Event loop is closed``:
     after a failed Orbax restore, the reads still in flight finish on tensorstore's threads and report to

@@ -206,6 +206,12 @@ def load(path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     if not isinstance(raw, dict):
         raise UserError(f"{path} must hold a JSON object")
     raw = apply_overrides(raw, overrides, path)
+    return from_raw(raw, path, overrides)
+
+
+def from_raw(raw: dict, path: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The training config of an already read (and overridden) config dict ``raw``, as stored in a training
+    checkpoint's meta; ``path``: the file it came from (messages, the run name)."""
     kind = raw.get("model")
     if isinstance(kind, dict):
         kind = "codec" if "audio_encoder" in kind else None

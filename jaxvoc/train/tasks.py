@@ -112,6 +112,11 @@ class Task:
     def export(self, state: dict, out_dir: str) -> None:
         raise NotImplementedError
 
+    def export_trees(self, state: dict) -> tuple[dict, dict]:
+        """(model config, trees) of a train state as a converted checkpoint holds them ('params' and, where
+        the task has them, 'discriminator', 'opt_state_g', ...): what `jaxvoc export` writes out."""
+        raise NotImplementedError
+
     def lr(self, step: int) -> float:
         return float("nan")
 
@@ -126,3 +131,39 @@ class Task:
         from jaxvoc.io.checkpoint import load_tree
 
         return check_start(ckpt_dir, False, self.kind), load_tree
+
+
+def run_folder_trees(run_dir: str) -> tuple[str, dict, dict, int]:
+    """(kind, model config, trees, step) of the latest checkpoint of a training run folder (read-only: it
+    neither takes the run's lock nor cleans anything, so a running job is not disturbed)."""
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from jaxvoc.train import checkpointing
+    from jaxvoc.train.config import from_raw
+
+    ckpt_dir = os.path.join(os.path.abspath(run_dir), "checkpoints")
+    step = checkpointing.latest_step(ckpt_dir)
+    if step is None:
+        raise UserError(f"{run_dir} holds no training checkpoint yet; train until one is saved, or give a jaxvoc "
+                        "checkpoint")
+    mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False),
+                                 item_names=("state", "data", "meta"))
+    try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"] or {}
+        if "config" not in meta:
+            raise UserError(f"{ckpt_dir}/{step} has no stored config; it was not written by jaxvoc train")
+        cfg = from_raw(meta["config"], meta.get("config_path") or run_dir)
+        task = build_task(cfg)
+        abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(0), jnp.zeros((1, cfg.segment_size), jnp.float32))
+        dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
+        try:
+            state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"cannot read checkpoint step {step} of {run_dir} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]})") from None
+    finally:
+        mngr.close()
+    config, trees = task.export_trees(jax.device_get(state))
+    return cfg.kind, config, trees, int(step)

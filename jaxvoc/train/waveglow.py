@@ -90,6 +90,9 @@ class WaveGlowTask(Task):
         _check_same_structure(params, state["params"], "weights", ckpt_dir)
         return {**state, "params": _place(params, state["params"])}, "WaveGlow"
 
+    def export_trees(self, state):
+        return self.model_config.to_dict(), {"params": state["params"]}
+
     def export(self, state, out_dir):
         checkpoint.save(out_dir, "waveglow", self.model_config.to_dict(), jax.device_get(state["params"]),
                         overwrite=True)
