@@ -3,7 +3,8 @@ weight norm removed, all CPU threads), in one process, on the same mels.
 
     python -m experiments.bench bigvgan [--config NAME] [--frames N] [--repeats R] [--device cpu|gpu] [--lengths]
 
-Ends with `bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
+Ends with a `% of ceiling` line (experiments/bench/ceiling.py) and
+`bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
 jax speed over pytorch speed). ``--lengths`` also times jaxvoc with per-item lengths (``model(mel,
 lengths=...)``, the program `jaxvoc synth` runs) and prints its cost over the plain call. Weights are random (the official init), which does not change the speed.
 """
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 
 import numpy as np
+
+from experiments.bench.ceiling import add_ceiling_argument, ceiling_line, official_flops, resolve_ceiling
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +29,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--lengths", action="store_true", help="also time model(mel, lengths=...)")
+    add_ceiling_argument(p)
     args = p.parse_args(argv)
 
     import jax
@@ -80,5 +85,9 @@ def main(argv: list[str]) -> int:
     print(f"median of {args.repeats}: jax {t_jax * 1e3:.1f} ms, pytorch {t_torch * 1e3:.1f} ms")
     if args.lengths:
         print(f"jax with lengths: {times[2] * 1e3:.1f} ms, {100 * (times[2] / t_jax - 1):+.1f}% over the plain call")
+    on_meta = copy.deepcopy(model).to("meta")  # the official model's FLOPs, from shapes alone
+    flops = official_flops(lambda: on_meta(torch.empty(mel_t.shape, device="meta")))
+    print(f"{flops / samples / 1e6:.2f} MFLOP per output sample (official model, torch.utils.flop_counter)")
+    print(ceiling_line(flops, t_jax, t_torch, resolve_ceiling(args, jdev)))
     print(f"bigvgan: jax {k_jax:.1f} kHz, pytorch {k_torch:.1f} kHz, ratio {k_jax / k_torch:.2f}")
     return 0

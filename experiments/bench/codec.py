@@ -5,7 +5,8 @@ folded, all CPU threads), in the same process on the same speech, encode and dec
 
 Speed is audio throughput in kHz (input samples encoded, or output samples decoded, per second / 1000). Ends
 with ``codec: jax encode X kHz / decode Y kHz, pytorch encode U kHz / decode V kHz, ratio R`` (R: the lower of
-the encode and decode speed ratios, JAX over PyTorch). Stand-in weights (random, from NeMo's own init); speed
+the encode and decode speed ratios, JAX over PyTorch), after one ``% of ceiling`` line each for encode and
+decode (experiments/bench/ceiling.py). Stand-in weights (random, from NeMo's own init); speed
 does not depend on them.
 """
 
@@ -15,7 +16,9 @@ import argparse
 import sys
 
 import numpy as np
+
 from experiments import fixture
+from experiments.bench.ceiling import add_ceiling_argument, ceiling_line, official_flops, resolve_ceiling
 
 
 
@@ -34,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
     p.add_argument("--config", default="lfr", choices=["lfr", "small"], help="codec config (default lfr)")
     p.add_argument("--profile", help="write a jax.profiler trace of one encode+decode to this folder")
+    add_ceiling_argument(p)
     args = p.parse_args(argv)
 
     import jax
@@ -98,6 +102,11 @@ def main(argv=None) -> int:
                    f"ratio {t_dec_torch / t_dec_jax:.2f}"),
         ("token agreement", f"{agree:.2f} %"),
     ], "codec benchmark (CPU, float32)")
+    ceiling = resolve_ceiling(args)
+    print(ceiling_line(official_flops(lambda: model.encode(audio=a_t, audio_len=n_t)), t_enc_jax, t_enc_torch,
+                       ceiling, "encode"))
+    print(ceiling_line(official_flops(lambda: model.decode(tokens=tok_t, tokens_len=tlen_t)), t_dec_jax, t_dec_torch,
+                       ceiling, "decode"))
     ratio = min(t_enc_torch / t_enc_jax, t_dec_torch / t_dec_jax)
     print(f"codec: jax encode {je:.1f} kHz / decode {jd:.1f} kHz, pytorch encode {pe:.1f} kHz / decode {pd:.1f} kHz, "
           f"ratio {ratio:.2f}")

@@ -7,7 +7,8 @@ Both sides synthesise from the same random log-mel with stand-in weights of the 
 noise drawn in the program), PyTorch through the official ``WaveGlow.infer`` (weight norm removed, eval,
 ``torch.inference_mode``, all CPU threads; its CUDA noise allocation replaced by seeded CPU ``normal_``).
 The runs alternate (torch, jax, torch, jax, ...) so that load from other processes hits both alike; the
-median of each side is reported. Ends with ``waveglow: jax X kHz, pytorch Y kHz, ratio Z`` (output samples
+median of each side is reported. Ends with a ``% of ceiling`` line (experiments/bench/ceiling.py) and
+``waveglow: jax X kHz, pytorch Y kHz, ratio Z`` (output samples
 per second; ratio = jax speed / pytorch speed).
 """
 
@@ -21,6 +22,7 @@ import time
 
 import numpy as np
 
+from experiments.bench.ceiling import add_ceiling_argument, ceiling_line, official_flops, resolve_ceiling
 
 
 def flops(cfg, n_samples: int) -> dict[str, float]:
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, default=256, help="WN n_channels (the published model: 256)")
     p.add_argument("--flows", type=int, default=12, help="n_flows (published: 12)")
     p.add_argument("--profile-torch", action="store_true", help="also print the official run's top operators")
+    add_ceiling_argument(p)
     args = p.parse_args(argv)
 
     import jax
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             run_torch()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    counted = official_flops(run_torch)  # the official infer, counted by torch.utils.flop_counter
+    print(ceiling_line(counted, t_jax, t_torch, resolve_ceiling(args)))
     khz_j, khz_t = n_samples / t_jax / 1e3, n_samples / t_torch / 1e3
     print(f"waveglow: jax {khz_j:.2f} kHz, pytorch {khz_t:.2f} kHz, ratio {khz_j / khz_t:.2f}")
     return 0
