@@ -292,16 +292,18 @@ def convert_discriminator_file(path: str, config: BigVGANConfig, generator_state
 # The official PyTorch side (tests, compare, bench, demo)
 
 
-def official_model(config: dict, state_dict: dict | None = None, seed: int | None = None):
+def official_model(config: dict, state_dict: dict | None = None, seed: int | None = None,
+                   use_cuda_kernel: bool = False):
     """The official ``bigvgan.BigVGAN`` from a config dict; random weights from ``seed`` when no state dict.
-    Weight norm is kept (remove it with ``.remove_weight_norm()`` for inference timing)."""
+    Weight norm is kept (remove it with ``.remove_weight_norm()`` for inference timing). ``use_cuda_kernel``:
+    the official fused CUDA anti-aliased activation (built on first use; needs nvcc and a GPU)."""
     import torch
     from bigvgan import bigvgan as tb
     from bigvgan.env import AttrDict
 
     if seed is not None:
         torch.manual_seed(seed)
-    model = tb.BigVGAN(AttrDict(dict(config)), use_cuda_kernel=False)
+    model = tb.BigVGAN(AttrDict(dict(config)), use_cuda_kernel=use_cuda_kernel)
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model.eval()
@@ -528,7 +530,7 @@ def compare(args) -> dict:
     model = model.to(tdev)
     mel_t = mel.to(tdev)
     with jax.default_device(jdev):
-        jmodel = Pretrained(cfg, jax.device_put(params, jdev))
+        jmodel = Pretrained(cfg, jax.device_put(params, jdev), dtype=getattr(args, "dtype", "float32"))
         mel_j = jax.device_put(jnp.asarray(mel.numpy().transpose(0, 2, 1)), jdev)
         with torch.inference_mode():
             ref = model(mel_t)[0, 0].float().cpu().numpy()
@@ -537,6 +539,7 @@ def compare(args) -> dict:
         t_jax = rp.time_call(lambda: jmodel(mel_j), args.repeats, 1, rp.jax_sync)
     seconds = len(ref) / cfg.sampling_rate
     rows = [("frames", f"{mel.shape[-1]} ({seconds:.2f} s of audio)"),
+            ("jaxvoc dtype", f"{jmodel.dtype} (official: float32)"),
             ("max abs error", f"{rp.max_abs(out, ref):.3e}"),
             ("SNR", f"{rp.snr_db(out, ref):.1f} dB"),
             ("log-mel L1", f"{rp.logmel_l1(out, ref, cfg.mel):.3e}"),

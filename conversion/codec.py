@@ -487,24 +487,27 @@ def nemo_encode(model, audio: np.ndarray, lengths=None) -> tuple[np.ndarray, np.
     """NeMo ``AudioCodecModel.encode`` on float audio [B, N] (or [N]) -> (tokens [B, C, T], lengths)."""
     import torch
 
-    a = torch.from_numpy(np.atleast_2d(np.asarray(audio)))
-    a = a.to(next(model.parameters()).dtype)
-    n = torch.tensor(lengths if lengths is not None else [a.shape[1]] * a.shape[0], dtype=torch.long)
+    w = next(model.parameters())  # the model's dtype and device
+    a = torch.from_numpy(np.atleast_2d(np.asarray(audio))).to(w.device, w.dtype)
+    n = torch.tensor(lengths if lengths is not None else [a.shape[1]] * a.shape[0], dtype=torch.long,
+                     device=w.device)
     with torch.inference_mode():
         tokens, tlen = model.encode(audio=a, audio_len=n)
-    return tokens.numpy(), tlen.numpy()
+    return tokens.cpu().numpy(), tlen.cpu().numpy()
 
 
 def nemo_decode(model, tokens: np.ndarray, lengths=None) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    t = torch.from_numpy(np.asarray(tokens)).long()
+    device = next(model.parameters()).device
+    t = torch.from_numpy(np.asarray(tokens)).long().to(device)
     if t.ndim == 2:
         t = t[None]
-    n = torch.tensor(lengths if lengths is not None else [t.shape[2]] * t.shape[0], dtype=torch.long)
+    n = torch.tensor(lengths if lengths is not None else [t.shape[2]] * t.shape[0], dtype=torch.long, device=device)
     with torch.inference_mode():
         audio, alen = model.decode(tokens=t, tokens_len=n)
-    return audio.double().numpy() if audio.dtype == torch.float64 else audio.numpy(), alen.numpy()
+    audio = audio.cpu()
+    return audio.double().numpy() if audio.dtype == torch.float64 else audio.numpy(), alen.cpu().numpy()
 
 
 def compare(args) -> dict:

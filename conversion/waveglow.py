@@ -394,10 +394,11 @@ def official_denoiser_on_cpu(float64: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def official_noise(draws: Sequence[Any] | None = None, seed: int = 0, dtype=None) -> Iterator[list]:
-    """Replaces the official infer's ``torch.cuda.FloatTensor(...).normal_()`` (CUDA only) by CPU tensors:
-    the given ``draws`` in order (channels-first torch tensors or numpy arrays), or seeded normal noise, as
-    ``dtype`` (float32; float64 for a ``.double()`` model). Yields the list of tensors handed out."""
+def official_noise(draws: Sequence[Any] | None = None, seed: int = 0, dtype=None, device=None) -> Iterator[list]:
+    """Replaces the official infer's ``torch.cuda.FloatTensor(...).normal_()`` (CUDA only) by tensors on
+    ``device`` (default the CPU): the given ``draws`` in order (channels-first torch tensors or numpy arrays), or
+    seeded normal noise, as ``dtype`` (float32; float64 for a ``.double()`` model). Yields the list of tensors
+    handed out."""
     import torch
 
     given = list(draws) if draws is not None else None
@@ -412,11 +413,11 @@ def official_noise(draws: Sequence[Any] | None = None, seed: int = 0, dtype=None
             if given is not None:
                 if not given:
                     raise AssertionError("the official infer drew more noise than given")
-                t = torch.as_tensor(np.asarray(given.pop(0))).to(dtype or torch.float32)
+                t = torch.as_tensor(np.asarray(given.pop(0))).to(device or "cpu", dtype or torch.float32)
                 if tuple(t.shape) != self.size:
                     raise AssertionError(f"noise of shape {tuple(t.shape)} given, {self.size} drawn")
             else:
-                t = torch.randn(self.size, generator=gen).to(dtype or torch.float32)
+                t = torch.randn(self.size, generator=gen).to(device or "cpu", dtype or torch.float32)
             handed.append(t)
             return t
 
@@ -631,7 +632,7 @@ def compare(args) -> dict:
     noise = make_noise(cfg, 1, frames, args.seed)
     sigma = float(args.sigma)
     model = official_model(cfg, sd)
-    jmodel = Pretrained(cfg, params)
+    jmodel = Pretrained(cfg, params, dtype=getattr(args, "dtype", "float32"))
     mel_j = jnp.asarray(mel.numpy().transpose(0, 2, 1))
     audio_t = torch.from_numpy(np.ascontiguousarray(audio[: (frames - 1) * cfg.hop_length]))[None]
     # training direction and likelihood (weight norm kept, as in training); glow_old.py has no forward
@@ -652,12 +653,16 @@ def compare(args) -> dict:
         ref = run_t()[0].numpy()
     with torch.inference_mode(), official_noise(seed=args.seed):
         t_torch = rp.time_call(run_t, args.repeats, 1)
-    infer_j = jax.jit(lambda p, m, s, n: jmodel.module.apply({"params": p}, m, s, n, method=WaveGlow.infer))
+    dt = jmodel.dtype  # the noise drawn in float32 and rounded to it, as jmodel.vocode does
+    infer_j = jax.jit(lambda p, m, s, n: jmodel.module.apply({"params": p}, m.astype(dt), jnp.asarray(s, dt),
+                                                             [x.astype(dt) for x in n], method=WaveGlow.infer
+                                                             ).astype(jnp.float32))
     noise_j = [jnp.asarray(n) for n in noise]
     out = np.asarray(infer_j(jmodel.params, mel_j, sigma, noise_j))[0]
     t_jax = rp.time_call(lambda: jmodel.vocode(mel_j, sigma=sigma, seed=args.seed), args.repeats, 1, rp.jax_sync)
     seconds = len(ref) / cfg.sampling_rate
     rows = [("frames", f"{frames} ({seconds:.2f} s of audio), sigma {sigma}, noise seed {args.seed}"),
+            ("jaxvoc dtype", f"{jmodel.dtype} (official: float32)"),
             ("infer max abs error", f"{rp.max_abs(out, ref):.3e}"),
             ("infer SNR", f"{rp.snr_db(out, ref):.1f} dB"),
             ("infer log-mel L1", f"{rp.logmel_l1(out, ref, cfg.mel):.3e}")]

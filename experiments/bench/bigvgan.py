@@ -2,10 +2,16 @@
 weight norm removed, all CPU threads), in one process, on the same mels.
 
     python -m experiments.bench bigvgan [--config NAME] [--frames N] [--repeats R] [--device cpu|gpu] [--lengths]
+                                        [--cuda-kernel] [--small] [--dtype float32|bfloat16]
 
-Ends with `bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
+Ends with a `% of ceiling` line (experiments/bench/ceiling.py) and
+`bigvgan: jax X kHz, pytorch Y kHz, ratio Z` (kHz = output samples per second / 1000; ratio =
 jax speed over pytorch speed). ``--lengths`` also times jaxvoc with per-item lengths (``model(mel,
-lengths=...)``, the program `jaxvoc synth` runs) and prints its cost over the plain call. Weights are random (the official init), which does not change the speed.
+lengths=...)``, the program `jaxvoc synth` runs) and prints its cost over the plain call. ``--cuda-kernel``:
+the official model with its fused CUDA activation (``use_cuda_kernel=True``, GPU only); ``--small``: the
+config shrunk as the tests shrink it (experiments.reference.bigvgan_train.small_config; smoke tests).
+``--dtype bfloat16``: jaxvoc synthesizes in bfloat16 (the official side stays float32); the SNR of jaxvoc's
+output against the official one is printed either way. Weights are random (the official init), which does not change the speed.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import io
 
 import numpy as np
 
+from experiments.bench.ceiling import add_ceiling_argument, ceiling_line, official_flops, resolve_ceiling
+
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench.py bigvgan", description=__doc__.split("\n")[0])
@@ -25,6 +33,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--lengths", action="store_true", help="also time model(mel, lengths=...)")
+    p.add_argument("--cuda-kernel", action="store_true", help="official side with its fused CUDA activation")
+    p.add_argument("--small", action="store_true", help="shrink the config as the tests do (smoke tests)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="jaxvoc's synthesis dtype")
+    add_ceiling_argument(p)
     args = p.parse_args(argv)
 
     import jax
@@ -33,11 +45,12 @@ def main(argv: list[str]) -> int:
 
     from conversion import bigvgan as cb
     from conversion import report as rp
+    from experiments.bench.train_bigvgan import official_config
     from jaxvoc.models.bigvgan import BigVGANConfig, Pretrained
 
     tdev, jdev = rp.setup_device(args.device)
-    config = BigVGANConfig.official(args.config).to_dict()
-    model = cb.official_model(config, seed=0)
+    config = official_config(args.config, args.small)
+    model = cb.official_model(config, seed=0, use_cuda_kernel=args.cuda_kernel)
     cb.randomize_(model, 0)
     sd = model.state_dict()
     cfg = BigVGANConfig.from_dict(config)
@@ -50,7 +63,7 @@ def main(argv: list[str]) -> int:
     mel = rng.normal(-5.0, 2.0, (args.batch, cfg.num_mels, args.frames)).astype(np.float32)
     mel_t = torch.from_numpy(mel).to(tdev)
     with jax.default_device(jdev):
-        jmodel = Pretrained(cfg, params)
+        jmodel = Pretrained(cfg, params, dtype=args.dtype)
         mel_j = jax.device_put(jnp.asarray(mel.transpose(0, 2, 1)), jdev)
 
     def run_jax():
@@ -74,11 +87,18 @@ def main(argv: list[str]) -> int:
     t_jax, t_torch = times[0], times[1]
     samples = args.batch * args.frames * cfg.hop_size
     k_jax, k_torch = samples / t_jax / 1e3, samples / t_torch / 1e3
-    print(f"config {args.config}, {args.frames} frames x batch {args.batch} = {samples} samples, device "
+    kernel = " (official CUDA kernel)" if args.cuda_kernel else ""
+    print(f"config {args.config}{' (small)' if args.small else ''}{kernel}, {args.frames} frames x batch {args.batch} = {samples} samples, device "
           f"{args.device}, torch threads {torch.get_num_threads()}, jax {jax.__version__} ({jdev.platform}), "
           f"torch {torch.__version__}")
     print(f"median of {args.repeats}: jax {t_jax * 1e3:.1f} ms, pytorch {t_torch * 1e3:.1f} ms")
+    snr = rp.snr_db(np.asarray(run_jax()), run_torch()[:, 0].float().cpu().numpy())
+    print(f"SNR jax ({args.dtype}) vs official float32: {snr:.1f} dB")
     if args.lengths:
         print(f"jax with lengths: {times[2] * 1e3:.1f} ms, {100 * (times[2] / t_jax - 1):+.1f}% over the plain call")
+    on_meta = cb.official_model(config).to("meta")  # the official model's FLOPs, from shapes alone
+    flops = official_flops(lambda: on_meta(torch.empty(mel_t.shape, device="meta")))
+    print(f"{flops / samples / 1e6:.2f} MFLOP per output sample (official model, torch.utils.flop_counter)")
+    print(ceiling_line(flops, t_jax, t_torch, resolve_ceiling(args, jdev)))
     print(f"bigvgan: jax {k_jax:.1f} kHz, pytorch {k_torch:.1f} kHz, ratio {k_jax / k_torch:.2f}")
     return 0

@@ -4,6 +4,7 @@ update, generator update, AdamW) against one iteration of the official bigvgan/t
 config, batch and segment, in one process.
 
     python -m experiments.bench train-bigvgan [--config NAME] [--small] [--batch B] [--segment T] [--repeats R]
+                                             [--device cpu|gpu]
 
 --config: an official config (default bigvgan_v2_24khz_100band_256x: the full generator, MPD, CQTD,
 multi-scale mel loss); --small shrinks it as the tests do (experiments.reference.bigvgan_train.small_config). Timings
@@ -18,7 +19,8 @@ import contextlib
 import io
 import itertools
 
-from experiments.bench.train_common import print_result, runtime_line, speech_segments, time_train_steps
+from experiments.bench.train_common import (print_result, runtime_line, speech_segments, time_train_steps,
+                                            torch_device)
 
 
 def official_config(name: str, small: bool) -> dict:
@@ -35,6 +37,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--segment", type=int, default=8192, help="samples per example (official: segment_size)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     args = p.parse_args(argv)
 
     import torch
@@ -48,19 +51,20 @@ def main(argv: list[str]) -> int:
     segments = speech_segments(h["sampling_rate"], args.batch, args.segment)
 
     # official side (random official init; speed does not depend on the values)
-    gen = cb.official_model(h, seed=0)
-    mpd, mrd = official_discriminators(h, seed=1)
-    x, y, y_mel = official_batch(h, segments)
+    tdev, sync = torch_device(args.device)
+    gen = cb.official_model(h, seed=0).to(tdev)
+    mpd, mrd = (m.to(tdev) for m in official_discriminators(h, seed=1))
+    x, y, y_mel = (t.to(tdev) for t in official_batch(h, segments))
     optim_g = torch.optim.AdamW(gen.parameters(), h["learning_rate"], betas=[h["adam_b1"], h["adam_b2"]])
     optim_d = torch.optim.AdamW(itertools.chain(mrd.parameters(), mpd.parameters()), h["learning_rate"],
                                 betas=[h["adam_b1"], h["adam_b2"]])
 
     def torch_step():
         with contextlib.redirect_stdout(io.StringIO()):
-            official_train_step(h, gen, mpd, mrd, x, y, y_mel, optim_g=optim_g, optim_d=optim_d)
+            sync(official_train_step(h, gen, mpd, mrd, x, y, y_mel, optim_g=optim_g, optim_d=optim_d))
 
     # jaxvoc side
-    tj, tt, t_compile = time_train_steps(BigVGANTask, h, y.numpy(), torch_step, args.repeats)
+    tj, tt, t_compile = time_train_steps(BigVGANTask, h, y.cpu().numpy(), torch_step, args.repeats, args.device)
     n_g = sum(p.numel() for p in gen.parameters())
     n_d = sum(p.numel() for p in mpd.parameters()) + sum(p.numel() for p in mrd.parameters())
     print(f"config {args.config}{' (small)' if args.small else ''}: generator {n_g / 1e6:.2f} M, discriminators "

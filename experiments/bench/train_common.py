@@ -22,9 +22,17 @@ def speech_segments(sr: int, batch: int, segment: int) -> np.ndarray:
     return np.stack([y[s:s + segment] for s in starts]).astype(np.float32)
 
 
-def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repeats: int):
-    """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``, one device, batch ``audio``)
-    and of ``torch_step``, runs alternated after a warm-up; returns (jax s, torch s, jax compile s)."""
+def torch_device(device: str):
+    """The torch device of ``--device cpu|gpu`` and a ``sync(x)`` that waits for its queued work."""
+    from conversion import report as rp
+
+    return rp.setup_device(device)[0], rp.torch_sync(device)
+
+
+def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repeats: int, device: str = "cpu"):
+    """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``, one ``device``: cpu or gpu,
+    batch ``audio``) and of ``torch_step``, runs alternated after a warm-up; returns (jax s, torch s, jax
+    compile s)."""
     import jax
     import jax.numpy as jnp
 
@@ -37,7 +45,7 @@ def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repe
         with open(path, "w") as f:
             json.dump(config, f)
         task = task_cls(config_lib.load(path))
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), audio.shape[1], 0)
+    setup = loop.build(task, sharding.make_mesh(1, jax.devices(device)[:1]), audio.shape[1], 0)
     state = {"s": setup.init()}
     batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
     t0 = time.perf_counter()
@@ -58,7 +66,7 @@ def runtime_line(t_compile: float) -> str:
 
     from conversion import report as rp
 
-    return f"device {jax.devices()[0].platform}, {rp.versions()}; jax compile {t_compile:.1f} s"
+    return f"device {jax.devices()[0].device_kind}, {rp.versions()}; jax compile {t_compile:.1f} s"
 
 
 def print_result(name: str, tj: float, tt: float, repeats: int) -> None:

@@ -4,6 +4,7 @@ forward, NLL, backward, Adam) against one iteration of the official waveglow/tra
 data loader, outside the timed step), same config, batch and segment, in one process.
 
     python -m experiments.bench train-waveglow [--small] [--batch B] [--segment T] [--repeats R] [--bf16]
+                                              [--device cpu|gpu]
 
 Default: the published configuration (12 flows, 8-layer 256-channel WNs, sigma 1.0, Adam lr 1e-4),
 float32 on both sides (--bf16: jaxvoc computes in bfloat16 with float32 master weights; the official
@@ -17,7 +18,8 @@ import argparse
 import json
 import os
 
-from experiments.bench.train_common import print_result, runtime_line, speech_segments, time_train_steps
+from experiments.bench.train_common import (print_result, runtime_line, speech_segments, time_train_steps,
+                                            torch_device)
 
 
 def main(argv: list[str]) -> int:
@@ -27,6 +29,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--segment", type=int, default=16000, help="samples per example (official segment_length)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--bf16", action="store_true", help="jaxvoc side in bfloat16 compute")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     args = p.parse_args(argv)
 
     import torch
@@ -53,10 +56,11 @@ def main(argv: list[str]) -> int:
     audio = speech_segments(cfg.sampling_rate, args.batch, args.segment)
 
     # official side: the train.py loop body (mel from the loader, as Mel2Samp computes it)
-    model = cw.official_model(cfg, seed=0)
+    tdev, sync = torch_device(args.device)
+    model = cw.official_model(cfg, seed=0).to(tdev)
     model.train()
-    mel = torch.cat([cw.official_mel(a, cfg) for a in audio])
-    audio_t = torch.from_numpy(audio)
+    mel = torch.cat([cw.official_mel(a, cfg) for a in audio]).to(tdev)
+    audio_t = torch.from_numpy(audio).to(tdev)
     criterion = WaveGlowLoss(sigma)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -65,10 +69,10 @@ def main(argv: list[str]) -> int:
         loss = criterion(model((mel, audio_t)))
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(sync(loss))
 
     # jaxvoc side
-    tj, tt, t_compile = time_train_steps(WaveGlowTask, raw, audio, torch_step, args.repeats)
+    tj, tt, t_compile = time_train_steps(WaveGlowTask, raw, audio, torch_step, args.repeats, args.device)
     n = sum(p.numel() for p in model.parameters())
     print(f"waveglow{' (small)' if args.small else ' (published config)'}: {n / 1e6:.2f} M parameters; batch "
           f"{args.batch} x segment {args.segment}; jax {'bfloat16' if args.bf16 else 'float32'} compute; "

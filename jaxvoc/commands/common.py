@@ -14,13 +14,15 @@ def open_model(args, kinds: tuple[str, ...], fix: str):
     the model kinds the command takes; ``fix``: what to do with another kind."""
     import jaxvoc
 
+    from jaxvoc.io.checkpoint import read_meta
+
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     stems = unique_stems(args.inputs)
-    model = jaxvoc.load(args.ckpt)
-    if model.kind not in kinds:
-        raise UserError(f"{args.ckpt} is a {model.kind} checkpoint, not a {' or '.join(kinds)} model; {fix}")
-    return stems, model
+    kind = read_meta(args.ckpt)["kind"]
+    if kind not in kinds:
+        raise UserError(f"{args.ckpt} is a {kind} checkpoint, not a {' or '.join(kinds)} model; {fix}")
+    return stems, jaxvoc.load(args.ckpt, dtype=getattr(args, "dtype", "float32"))
 
 
 def open_codec(args):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package
+from jaxvoc.errors import UserError
+from jaxvoc.registry import FAMILIES, converter_module, is_missing_official, missing_package, model_module
 
 
 def add_arguments(p):
@@ -23,6 +24,8 @@ def add_arguments(p):
     p.add_argument("--report", help="JSON report path (default: compare_<kind>.json)")
     p.add_argument("--png", help="spectrogram PNG path (default: the report path with .png)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side (median reported)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="jaxvoc's synthesis dtype (bigvgan, waveglow); the official side stays float32")
     p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
 
@@ -49,6 +52,8 @@ def _compare(args, src: str) -> int:
 
     shown, args.src = args.src, src
     mod = converter_module(args.kind)
+    if args.dtype not in getattr(model_module(args.kind).Pretrained, "dtypes", ("float32",)):
+        raise UserError(f"--dtype {args.dtype} is not available for a {args.kind} model; compare it in float32")
     from jaxvoc.io.atomic import AllOrNothing, naming
 
     report_path, png_path = args.report, args.png

@@ -39,6 +39,9 @@ def add_arguments(p):
     p.add_argument("--sigma", type=float, default=0.6, help="WaveGlow: noise scale (default 0.6)")
     p.add_argument("--denoise", type=float, default=0.0, help="WaveGlow: denoiser strength (default 0, off)")
     p.add_argument("--seed", type=int, default=0, help="WaveGlow: noise seed (default 0)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="weights and activations of the synthesis (default float32; bfloat16: faster where the "
+                        "hardware has it, ~40 dB from the float32 output, see docs/bigvgan.md)")
     p.add_argument("--window", type=int, default=None, metavar="FRAMES",
                    help="inputs longer than FRAMES mel frames are synthesized in overlapping windows of FRAMES "
                         "frames (one compiled program, the memory of one window whatever the length, output "

@@ -11,11 +11,21 @@ import jax
 from jaxvoc.nn.conv import fold_weight_norm
 
 
-def from_checkpoint(cls, config_cls, ckpt_dir: str, meta: dict, fold: bool = True):
-    """``cls(config, params, fold)`` of a jaxvoc checkpoint folder whose metadata ``meta`` was read."""
+def from_checkpoint(cls, config_cls, ckpt_dir: str, meta: dict, fold: bool = True, **options):
+    """``cls(config, params, fold, **options)`` of a jaxvoc checkpoint folder whose metadata ``meta`` was read."""
     from jaxvoc.io.checkpoint import load_tree
 
-    return cls(config_cls.from_dict(meta["config"], f"{ckpt_dir}/jaxvoc.json"), load_tree(ckpt_dir), fold)
+    return cls(config_cls.from_dict(meta["config"], f"{ckpt_dir}/jaxvoc.json"), load_tree(ckpt_dir), fold, **options)
+
+
+def cast_floating(tree: Any, dtype) -> Any:
+    """Every floating-point leaf of ``tree`` as ``dtype`` (integer leaves unchanged), in one compiled program."""
+    import jax.numpy as jnp
+
+    def cast(x):
+        return x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+    return jax.jit(lambda t: jax.tree_util.tree_map(cast, t))(tree)
 
 
 def folded(params: Any) -> Any:

@@ -239,13 +239,13 @@ class Pretrained(Vocoder):
 
     kind = "bigvgan"
 
-    def __init__(self, config: BigVGANConfig, params: Any, fold: bool = True):
-        super().__init__(config, folded(params) if fold else params)
+    def __init__(self, config: BigVGANConfig, params: Any, fold: bool = True, dtype: str = "float32"):
+        super().__init__(config, folded(params) if fold else params, dtype)
         self.module = BigVGAN(config)
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str, meta: dict, fold: bool = True) -> "Pretrained":
-        return from_checkpoint(cls, BigVGANConfig, ckpt_dir, meta, fold)
+    def from_checkpoint(cls, ckpt_dir: str, meta: dict, fold: bool = True, dtype: str = "float32") -> "Pretrained":
+        return from_checkpoint(cls, BigVGANConfig, ckpt_dir, meta, fold, dtype=dtype)
 
     @property
     def mel_config(self) -> MelConfig:

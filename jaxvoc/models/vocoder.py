@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
 from jaxvoc.errors import UserError
-from jaxvoc.models.base import counting_jit, release_memory
+from jaxvoc.models.base import cast_floating, counting_jit, release_memory
 
 Array = jax.Array
 
@@ -37,15 +37,25 @@ class Vocoder:
     (mels [B, frames, num_mels] -> audio [B, samples]) and ``mel_config``.
 
     ``compilations`` counts traces of the synthesis function (one per distinct input shape and static
-    option), ``mel_compilations`` those of the front-end."""
+    option), ``mel_compilations`` those of the front-end.
+
+    ``dtype`` (one of ``dtypes``): the synthesis's weights and activations. ``"bfloat16"``: the parameters are
+    rounded to bfloat16 once, the mels enter the model as bfloat16 and the audio leaves it as float32; what a
+    model keeps in float32 inside is its own choice (BigVGAN: the anti-aliased activations). The log-mel
+    front-end stays float32."""
 
     kind = "vocoder"
+    dtypes: tuple[str, ...] = ("float32", "bfloat16")
     static_options: tuple[str, ...] = ()  # keyword options that change the traced program
     synth_options: tuple[str, ...] = ()  # `jaxvoc synth` options the model takes (e.g. sigma, seed, denoise)
 
-    def __init__(self, config: Any, params: Any):
+    def __init__(self, config: Any, params: Any, dtype: str = "float32"):
+        if dtype not in self.dtypes:
+            raise UserError(f"dtype {dtype!r} is not available for a {self.kind} model; use one of "
+                            f"{', '.join(self.dtypes)}")
         self.config = config
-        self.params = params
+        self.dtype = jnp.dtype(dtype)
+        self.params = params if self.dtype == jnp.float32 else cast_floating(params, self.dtype)
         self.compilations = 0
         self.mel_compilations = 0
         self._compiled: set = set()
@@ -53,8 +63,9 @@ class Vocoder:
         def count(attr):
             return lambda: setattr(self, attr, getattr(self, attr) + 1)
 
-        self._synth = counting_jit(lambda p, mels, opts, static: self._synthesize(p, mels, **opts, **dict(static)),
-                                   count("compilations"), static_argnums=3)
+        self._synth = counting_jit(lambda p, mels, opts, static: self._synthesize(
+            p, mels.astype(self.dtype), **opts, **dict(static)).astype(jnp.float32), count("compilations"),
+            static_argnums=3)
         self._mel = counting_jit(lambda audio, padded: mel_spectrogram(audio, self.mel_config, padded=padded),
                                  count("mel_compilations"), static_argnums=1)
 

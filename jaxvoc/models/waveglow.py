@@ -467,15 +467,15 @@ class Pretrained(Vocoder):
     kind = "waveglow"
     synth_options = ("sigma", "seed", "denoise")
 
-    def __init__(self, config: WaveGlowConfig, params: Any, fold: bool = True):
-        super().__init__(config, prepare_for_inference(params) if fold else params)
+    def __init__(self, config: WaveGlowConfig, params: Any, fold: bool = True, dtype: str = "float32"):
+        super().__init__(config, prepare_for_inference(params) if fold else params, dtype)
         self.module = WaveGlow(config)
         self.raw_params = params
         self._bias_spec = None
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str, meta: dict, fold: bool = True) -> "Pretrained":
-        return from_checkpoint(cls, WaveGlowConfig, ckpt_dir, meta, fold)
+    def from_checkpoint(cls, ckpt_dir: str, meta: dict, fold: bool = True, dtype: str = "float32") -> "Pretrained":
+        return from_checkpoint(cls, WaveGlowConfig, ckpt_dir, meta, fold, dtype=dtype)
 
     @property
     def mel_config(self) -> MelConfig:
@@ -508,11 +508,11 @@ class Pretrained(Vocoder):
     def _synthesize(self, params, mels: Array, sigma, seed, offset, denoise=None, bias_spec=None,
                     lengths=None) -> Array:
         rng = jax.random.PRNGKey(seed)
-        audio = self.module.apply({"params": params}, mels, sigma, rng=rng, lengths=lengths, offsets=offset,
-                                  method=WaveGlow.infer)
-        if denoise is not None:
+        audio = self.module.apply({"params": params}, mels, sigma.astype(mels.dtype), rng=rng, lengths=lengths,
+                                  offsets=offset, method=WaveGlow.infer)
+        if denoise is not None:  # the STFT denoiser in float32 whatever the model's dtype
             samples = None if lengths is None else jnp.asarray(lengths) * UPSAMPLE_STRIDE
-            audio = denoise_audio(audio, bias_spec, denoise, lengths=samples)
+            audio = denoise_audio(audio.astype(jnp.float32), bias_spec, denoise, lengths=samples)
             if lengths is not None:  # zero past each item's end, as without the denoiser
                 audio = jnp.where(jnp.arange(audio.shape[1])[None, :] < samples[:, None], audio, 0.0)
         return audio

@@ -266,7 +266,9 @@ class Activation1d(nn.Module):
         :func:`upsample_phases`. Positions past an item's end hold unspecified values."""
         if self.up_ratio != self.down_ratio:
             raise NotImplementedError("Activation1d with different up and down ratios")
+        dtype = x.dtype  # narrower inputs (bfloat16) are filtered and activated in float32
+        x = x.astype(jnp.promote_types(dtype, jnp.float32))
         act = Snake(beta=self.beta, logscale=self.logscale, name="act")
         phases = upsample_phases(x, self.up_ratio, self.up_kernel_size, self.filter, ends)
         phases = [act(p) for p in phases]
-        return downsample_phases(phases, self.down_ratio, self.down_kernel_size, self.filter, ends)
+        return downsample_phases(phases, self.down_ratio, self.down_kernel_size, self.filter, ends).astype(dtype)
