@@ -122,3 +122,16 @@ def test_wavlm_frozen_and_left_out(run):
     # and the randomisation reached WavLM's norms and biases (they would be 1 and 0 from transformers' init)
     norms = [v for k, v in run["wavlm_state_dict"].items() if k.endswith("layer_norm.weight")]
     assert norms and all(not np.allclose(v, 1.0) for v in norms)
+
+
+def test_wavlm_folder_for_the_jax_side(run, tmp_path):
+    """The stand-in WavLM leaves as a Hugging Face folder that jaxvoc's WavLM converter accepts, holding the
+    weights the run used (NeMo does not save them, so the JAX side must get them this way)."""
+    from conversion import wavlm as cw
+
+    ct.save_wavlm(run["model"], str(tmp_path))
+    sd = cw.load_state_dict(cw.find_files_weights(str(tmp_path)))
+    for k, v in run["wavlm_state_dict"].items():
+        if v.dtype.kind == "f":
+            np.testing.assert_array_equal(sd[k], v, err_msg=k)
+    cw.convert(str(tmp_path))  # the config and every tensor are accepted
