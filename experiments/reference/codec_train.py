@@ -85,7 +85,8 @@ def small_config(**overrides) -> dict:
 
 
 def lfr_config_full() -> dict:
-    """The LFR model config at full size (the stand-in WavLM stays small: no hub here)."""
+    """The LFR model config at full size (the stand-in WavLM stays small: no hub here). A float32 + float64
+    ``reference_run`` of it holds over 14 GB (stopped there on the 23 GB shared machine, 2026-11-29)."""
     from conversion import codec as cc
 
     cfg = cc.lfr_config()
@@ -388,7 +389,9 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--full", action="store_true", help="the LFR config at full size (slow on CPU)")
+    ap.add_argument("--full", action="store_true",
+                    help="the LFR config at full size, batch of 24576 samples: slow on CPU, and over 14 GB of "
+                         "memory (both precisions, every step's state dict and gradients kept); not measured yet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, nargs="+", default=[2], help="batches per epoch (default: 2)")
     ap.add_argument("--report", help="write the comparison as JSON here")
