@@ -255,3 +255,27 @@ def test_resample_22050_to_16000_matches_torchaudio():
             ref = R(torch.from_numpy(x)).numpy()
             ref64 = R.double()(torch.from_numpy(x).double()).numpy()  # the float32 kernel, widened
         assert_equivalent(out, ref, ref64, type(R).__module__)
+
+
+def test_discriminator_config_errors():
+    """NeMo's discriminator section: what jaxvoc lacks is refused by name (one line), NeMo's defaults filled."""
+    from jaxvoc.errors import UserError
+
+    cfg = cd.CodecDiscriminatorConfig.from_dict(SECTION)
+    assert [type(m).__name__ for m in cfg.members] == ["STFTDiscConfig", "MPDConfig", "SLMConfig"]
+    assert cd.CodecDiscriminatorConfig.from_dict({"_target_": SECTION["discriminators"][1]["_target_"]}) \
+        .members[0].periods == (2, 3, 5, 7, 11)
+    bad = [  # the multi-band MRD of audio_codec_modules (same class name as encodec's), an unknown argument,
+        # a spectral-normed SLM head, an empty wrapper
+        ({"_target_": f"{cc.MODULES}.MultiResolutionDiscriminatorSTFT", "resolutions": [[128, 32, 128]],
+          "stft_bands": [[0.0, 1.0]]}, "is not supported"),
+        ({"_target_": STFT, "resolutions": [[128, 32, 128]], "lrelu_slope": 0.2}, "lrelu_slope"),
+        (dict(SECTION["discriminators"][2], use_spectral_norm=True), "use_spectral_norm"),
+        ({"_target_": f"{cc.MODULES}.Discriminator", "discriminators": []}, "non-empty list"),
+    ]
+    for section, needle in bad:
+        with pytest.raises(UserError, match=needle):
+            cd.CodecDiscriminatorConfig.from_dict(section, "cfg")
+    slm = cfg.slm
+    with pytest.raises(UserError, match="expects 2 of 32"):
+        slm.check_wavlm(WavLMConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2))
