@@ -362,6 +362,26 @@ def randomize_(model, seed: int) -> None:
         _lsuv(model.audio_decoder, lambda: model.audio_decoder(inputs=deq, input_len=enc_len), last_target=0.3)
 
 
+def randomize_discriminator_(disc, seed: int = 0, bias: float = 0.01) -> None:
+    """Test weights for NeMo's discriminators (every parameter but the SLM's WavLM): weight-norm gains
+    U(0.5, 1.5), directions N(0, 1), biases N(0, ``bias``). Biases of 0.1 would bury the signal-dependent part
+    of the deeper STFT-discriminator layers under constants, which the last conv then cancels: NeMo's own
+    float32 output lands ~100 dB from its float64 run, and a comparison would measure NeMo's rounding."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in disc.named_parameters():
+            if ".slm_model." in name:
+                continue
+            if name.endswith(("original0", "weight_g")):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            elif name.endswith(("original1", "weight_v")):
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(bias * torch.randn(p.shape, generator=g))
+
+
 def _lsuv(module, run, last_target: float) -> None:
     """Rescales each weight-normed conv's gain in execution order so that its output (bias removed) has unit
     standard deviation on the signal ``run()`` feeds, the last conv ``last_target``."""

@@ -57,21 +57,10 @@ def _bound(issue: float, official_rounding: float) -> float:
 
 
 def randomise_(disc: torch.nn.Module, seed: int = 0) -> None:
-    """Weight-norm gains ~ U(0.5, 1.5), directions ~ N(0, 1), biases ~ N(0, 0.01); the SLM's WavLM as
-    tests/test_wavlm.py randomises it (norm gains and biases included). Biases of 0.1 would bury the
-    signal-dependent part of the deeper STFT layers under constants, which the last conv then cancels: NeMo's
-    own float32 output lands ~100 dB from its float64 run, and the comparison would measure NeMo's rounding."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in disc.named_parameters():
-            if ".slm_model." in name:
-                continue
-            if name.endswith("original0"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            elif name.endswith("original1"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.01 * torch.randn(p.shape, generator=g))
+    """Every parameter: the discriminators' as conversion.codec.randomize_discriminator_ draws them (biases
+    N(0, 0.01), see there why not larger), the SLM's WavLM as tests/test_wavlm.py does (norm gains and biases
+    included)."""
+    cc.randomize_discriminator_(disc, seed)
     randomise_wavlm(disc.discriminators[2].slm_model.ssl_model, seed + 1)
 
 

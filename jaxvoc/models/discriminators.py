@@ -29,7 +29,7 @@ from jaxvoc.nn.conv import Conv2d, get_padding
 
 Array = jax.Array
 LRELU_SLOPE = 0.1
-CIN_BLOCK = 32  # NeMo's Conv2dNorm: input channels summed in blocks (see jaxvoc.nn.conv.conv2d)
+CIN_BLOCK = 16  # NeMo's Conv2dNorm: input channels summed in blocks (see jaxvoc.nn.conv.conv2d)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -236,8 +236,8 @@ def conv2d(x: Array, kernel: Array, *, stride: tuple[int, int] = (1, 1), dilatio
     ``cin_block``: the input channels cut into blocks of that many (one grouped convolution: group g makes
     every output from input block g), the partial outputs added pairwise (:func:`jaxvoc.nn.blocked.pairwise_sum`). XLA's CPU convolution sums the whole
     kh * kw * Cin contraction in one running accumulator, oneDNN (torch) blocks it: for NeMo's 1024-channel
-    period-discriminator layers XLA alone lands up to ~5 dB further from float64 than torch does, blocks of 32
-    channels 1-3 dB (measured: tests/test_codec_gan.py). Same FLOPs; the partial outputs (Cin / cin_block of
+    period-discriminator layers XLA alone lands up to ~5 dB further from float64 than torch does, with blocks of 16
+    channels within 0.7 dB of torch (measured: experiments/equivalence/codec_conv_blocks.py, docs/codec.md). Same FLOPs; the partial outputs (Cin / cin_block of
     them) are materialised. Used when cin_block divides Cin."""
     if padding_mode != "zeros":
         jmode = {"reflect": "reflect", "replicate": "edge"}[padding_mode]
