@@ -7,16 +7,19 @@ The weights load with ``torch.load(weights_only=True)``.
 
 Converted: ``audio_encoder.*`` and ``audio_decoder.*`` (weight norm kept, either key style); the FSQ buffers
 (``vector_quantizer.fsqs.N.num_levels`` / ``dim_base_index``) are checked against the config (FSQ has no
-weights). ``discriminator.*`` is kept as the extra tree ``discriminator`` for fine-tuning: torch names mapped
-as everywhere in jaxvoc (``discriminators.0.convs.1.weight_v`` -> ``discriminators_0/convs_1/weight_v``),
-tensors in jaxvoc layout (Conv1d ``[K, in, out]``, Conv2d ``[kh, kw, in, out]``, weight-norm gains permuted
-alike). Loss buffers (mel filterbanks, windows) are not weights and are dropped.
+weights). ``discriminator.*`` becomes the extra tree ``discriminator`` for fine-tuning, the parameters of
+:class:`jaxvoc.models.codec_discriminators.CodecDiscriminator` for the config's discriminator section (checked
+name by name): torch names mapped as everywhere in jaxvoc (``discriminators.0.convs.1.weight_v`` ->
+``discriminators_0/convs_1/weight_v``), tensors in jaxvoc layout (Conv1d ``[K, in, out]``, Conv2d ``[kh, kw,
+in, out]``, weight-norm gains permuted alike). Buffers (STFT windows, the resampling kernel, loss
+filterbanks) and the SLM discriminator's WavLM are not converted (WavLM: ``jaxvoc convert wavlm``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import posixpath
 import shutil
@@ -30,7 +33,9 @@ import numpy as np
 
 from conversion import common
 from jaxvoc.models.codec import FINGERPRINT_KEY, AudioCodec, CodecConfig, fingerprint
-from jaxvoc.errors import UserError
+from jaxvoc.models.codec_discriminators import CodecDiscriminatorConfig
+from jaxvoc.models.codec_discriminators import init_params as init_discriminator
+from jaxvoc.errors import UserError, warn
 
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
@@ -183,19 +188,36 @@ def convert_state_dict(sd: dict[str, np.ndarray], cfg: CodecConfig, source: str)
         raise UserError(f"{source} has no audio_encoder / audio_decoder weights; is it an AudioCodecModel?")
     params = common.state_dict_to_params(gen, expected_tree(cfg), source, transposed=_transposed)
     extra = {}
-    if disc:
-        flat = {}
-        for k, v in disc.items():
-            path = common.torch_key_to_path(k)
-            if path in flat:
-                raise UserError(f"{source}: discriminator tensor names collide at {'/'.join(path)}")
-            flat[path] = common.to_jax_layout(np.asarray(v))
-        extra["discriminator"] = common.unflatten(flat)
+    section = json.loads(cfg.nemo).get("discriminator") if cfg.nemo else None
+    if disc and section:
+        try:
+            dcfg = CodecDiscriminatorConfig.from_dict(section, source)
+        except UserError as e:  # a discriminator jaxvoc lacks does not stop a conversion for inference
+            warn(f"{e}; the discriminator is left out of the conversion")
+        else:
+            extra["discriminator"] = convert_discriminator(disc, dcfg, source)
     return params, extra
 
 
 def _transposed(path: tuple[str, ...]) -> bool:
     return any(s.startswith("up_sample_conv_layers_") for s in path)  # the decoder's ConvTranspose1d layers
+
+
+def _is_discriminator_weight(key: str) -> bool:
+    """NeMo's discriminator state dict holds more than weights: the STFT discriminators' windows and the SLM's
+    resampling kernel (buffers jaxvoc computes itself), and the SLM's whole WavLM (NeMo 3.0.0 means to leave
+    it out, but its filter looks for ``.slm_model.slm_model.`` while the keys read ``.slm_model.ssl_model.``).
+    Those are left out: WavLM comes from its own checkpoint (``jaxvoc convert wavlm``)."""
+    return not (key.endswith(".window") or key.endswith(".resample.kernel") or ".slm_model." in key)
+
+
+def convert_discriminator(sd: dict[str, np.ndarray], cfg: CodecDiscriminatorConfig, source: str) -> dict:
+    """NeMo's discriminator state dict (keys without the ``discriminator.`` prefix, either weight-norm style) ->
+    the parameter tree of :class:`jaxvoc.models.codec_discriminators.CodecDiscriminator` (weight norm kept),
+    checked tensor by tensor against what the config builds."""
+    sd = {k: v for k, v in common.normalize_keys(sd).items() if _is_discriminator_weight(k)}
+    expected = common.expected_shapes(lambda: init_discriminator(cfg))
+    return common.state_dict_to_params(sd, expected, f"{source} (discriminator)")
 
 
 def convert(src: str, config: str | None = None) -> common.Converted:
@@ -406,6 +428,26 @@ def randomize_(model, seed: int) -> None:
         codes = torch.randint(0, model.codebook_size, (1, model.num_codebooks, enc.shape[-1]), generator=g)
         deq = model.dequantize(tokens=codes, tokens_len=enc_len)
         _lsuv(model.audio_decoder, lambda: model.audio_decoder(inputs=deq, input_len=enc_len), last_target=0.3)
+
+
+def randomize_discriminator_(disc, seed: int = 0, bias: float = 0.01) -> None:
+    """Test weights for NeMo's discriminators (every parameter but the SLM's WavLM): weight-norm gains
+    U(0.5, 1.5), directions N(0, 1), biases N(0, ``bias``). Biases of 0.1 would bury the signal-dependent part
+    of the deeper STFT-discriminator layers under constants, which the last conv then cancels: NeMo's own
+    float32 output lands ~100 dB from its float64 run, and a comparison would measure NeMo's rounding."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in disc.named_parameters():
+            if ".slm_model." in name:
+                continue
+            if name.endswith(("original0", "weight_g")):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            elif name.endswith(("original1", "weight_v")):
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(bias * torch.randn(p.shape, generator=g))
 
 
 def _lsuv(module, run, last_target: float) -> None:

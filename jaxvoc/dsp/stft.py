@@ -19,18 +19,23 @@ Array = jax.Array
 
 
 @functools.lru_cache(maxsize=64)
-def mel_filterbank(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
-    """librosa's Slaney-normalised mel filters [num_mels, n_fft//2+1], float32 (fmax None -> sr/2)."""
+def mel_filterbank(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax: float | None,
+                   norm: str | None = "slaney") -> np.ndarray:
+    """librosa's mel filters [num_mels, n_fft//2+1], float32 (fmax None -> sr/2); ``norm``: librosa's (Slaney
+    area normalisation by default, None for NeMo's FilterbankFeatures(mel_norm=None))."""
     import librosa
 
-    return librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax).astype(np.float32)
+    return librosa.filters.mel(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax,
+                               norm=norm).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)
-def hann_window(win_size: int, n_fft: int) -> np.ndarray:
-    """Periodic Hann window (torch.hann_window's default), zero-padded to n_fft centred, as torch.stft does."""
+def hann_window(win_size: int, n_fft: int, periodic: bool = True) -> np.ndarray:
+    """Hann window, zero-padded to n_fft centred, as torch.stft does: periodic (torch.hann_window's default) or
+    symmetric (``periodic=False``, NeMo's codec losses and STFT discriminators)."""
     n = np.arange(win_size)
-    w = (0.5 - 0.5 * np.cos(2 * np.pi * n / win_size)).astype(np.float32)
+    period = win_size if periodic or win_size == 1 else win_size - 1
+    w = (0.5 - 0.5 * np.cos(2 * np.pi * n / period)).astype(np.float32)
     left = (n_fft - win_size) // 2
     return np.pad(w, (left, n_fft - win_size - left))
 
@@ -58,19 +63,30 @@ def rect_window(win_size: int, n_fft: int) -> np.ndarray:
     return np.pad(np.ones(win_size, np.float32), (left, n_fft - win_size - left))
 
 
-def stft(x: Array, n_fft: int, hop: int, win_size: int, window: Literal["hann", "rect"] = "hann",
-         transform: str = "fft") -> Array:
+def stft(x: Array, n_fft: int, hop: int, win_size: int,
+         window: Literal["hann", "hann_symmetric", "rect"] = "hann", transform: str = "fft") -> Array:
     """torch.stft(center=False, onesided) of already padded audio: complex [B, frames, n_fft//2+1]. ``window``:
-    periodic Hann (default), or 'rect' (torch.stft with window=None). ``transform``: 'fft' (jnp.fft.rfft) or
-    'dft' (:func:`dft`, Hann only: the summation order of a Fourier-basis conv)."""
+    periodic Hann (default), symmetric Hann (torch.hann_window(periodic=False)) or 'rect' (torch.stft with
+    window=None). ``transform``: 'fft' (jnp.fft.rfft) or 'dft' (:func:`dft`, periodic Hann only: the summation
+    order of a Fourier-basis conv)."""
     if transform == "dft":
         if window != "hann":
             raise ValueError("transform='dft' computes the Hann-windowed DFT only")
         re, im = dft(frame(x, n_fft, hop), n_fft, win_size)
         return jax.lax.complex(re, im)
-    w = hann_window(win_size, n_fft) if window == "hann" else rect_window(win_size, n_fft)
+    w = (rect_window(win_size, n_fft) if window == "rect" else
+         hann_window(win_size, n_fft, periodic=window == "hann"))
     frames = frame(x, n_fft, hop) * jnp.asarray(w, x.dtype)
     return jnp.fft.rfft(frames, axis=-1)
+
+
+def center_pad(x: Array, n_fft: int, mode: Literal["reflect", "constant"] = "reflect") -> Array:
+    """torch.stft(center=True)'s padding of [B, N] audio: n_fft // 2 on each side (``pad_mode`` reflect, its
+    default, or constant = zeros)."""
+    pad = n_fft // 2
+    if mode == "reflect" and x.shape[-1] <= pad:
+        raise UserError(f"audio of {x.shape[-1]} samples is too short for reflect padding of {pad}; give longer audio")
+    return jnp.pad(x, ((0, 0), (pad, pad)), mode=mode)
 
 
 def magnitude(spec: Array, eps: float = 0.0) -> Array:

@@ -25,10 +25,11 @@ from jaxvoc.dsp.resample import resample
 from jaxvoc.dsp.stft import magnitude, stft
 from jaxvoc.errors import UserError
 from jaxvoc.io.config import load_dataclass
-from jaxvoc.nn.conv import Conv2d
+from jaxvoc.nn.conv import Conv2d, get_padding
 
 Array = jax.Array
 LRELU_SLOPE = 0.1
+CIN_BLOCK = 16  # NeMo's Conv2dNorm: input channels summed in blocks (see jaxvoc.nn.conv.conv2d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +98,9 @@ class DiscriminatorConfig:
         return self.discriminator_channel_mult if self.mrd_channel_mult is None else self.mrd_channel_mult
 
 
-def leaky_relu(x: Array) -> Array:
-    """F.leaky_relu(x, 0.1), with torch's gradient at 0 (the slope)."""
-    return jnp.where(x > 0, x, LRELU_SLOPE * x)
+def leaky_relu(x: Array, slope: float = LRELU_SLOPE) -> Array:
+    """F.leaky_relu(x, slope) (0.1 by default), with torch's gradient at 0 (the slope)."""
+    return jnp.where(x > 0, x, slope * x)
 
 
 def _pad_reflect_right(x: Array, n: int) -> Array:
@@ -110,13 +111,36 @@ def _pad_reflect_right(x: Array, n: int) -> Array:
 # MPD
 
 
+class Conv2dNorm(nn.Module):
+    """NeMo's Conv2dNorm (``audio_codec_modules``): a weight-normed Conv2d with "same" padding per axis
+    (``get_padding(kernel, dilation)``) in **reflect** mode, its conv the sub-module ``conv``."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        pad = tuple(get_padding(k, d) for k, d in zip(self.kernel_size, self.dilation))
+        return Conv2d(self.features, self.kernel_size, stride=self.stride, dilation=self.dilation, padding=pad,
+                      padding_mode="reflect", cin_block=CIN_BLOCK, weight_norm=True, name="conv")(x)
+
+
 class DiscriminatorP(nn.Module):
-    """Audio folded into [T/period, period]; 2D convs with (k, 1) kernels along time."""
+    """Audio folded into [T/period, period]; 2D convs with (k, 1) kernels along time.
+
+    ``nemo=True`` is NeMo's PeriodDiscriminator (the codec's MPD), which differs only in its convolutions: NeMo's
+    :class:`Conv2dNorm` (reflect padding instead of zeros; state-dict names ``conv_layers.N.conv.*`` and
+    ``conv_post.conv.*``), and its score keeps the period axis: ``[B, T', period]`` (NeMo's ``[B, period, T']``
+    transposed) instead of BigVGAN's flattened ``[B, T' * period]``."""
 
     period: int
-    d_mult: float
+    d_mult: float = 1.0
     kernel_size: int = 5
     stride: int = 3
+    lrelu_slope: float = LRELU_SLOPE
+    nemo: bool = False
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, list[Array]]:
@@ -126,17 +150,22 @@ class DiscriminatorP(nn.Module):
             x = _pad_reflect_right(x, p - T % p)
         x = x.reshape(B, -1, p, 1)
         k, s, m = self.kernel_size, self.stride, self.d_mult
+
+        def conv(features, kernel, stride, name):
+            if self.nemo:
+                return Conv2dNorm(features, kernel, stride, name=name)
+            return Conv2d(features, kernel, stride=stride, padding=(kernel[0] // 2, 0), weight_norm=True, name=name)
+
         chans = [int(32 * m), int(128 * m), int(512 * m), int(1024 * m), int(1024 * m)]
         fmap = []
         for i, c in enumerate(chans):
             last = i == len(chans) - 1
-            x = Conv2d(c, (k, 1), stride=(1, 1) if last else (s, 1), padding=(2, 0), weight_norm=True,
-                       name=f"convs_{i}")(x)
-            x = leaky_relu(x)
+            x = conv(c, (k, 1), (1, 1) if last else (s, 1), f"conv_layers_{i}" if self.nemo else f"convs_{i}")(x)
+            x = leaky_relu(x, self.lrelu_slope)
             fmap.append(x)
-        x = Conv2d(1, (3, 1), padding=(1, 0), weight_norm=True, name="conv_post")(x)
+        x = conv(1, (3, 1), (1, 1), "conv_post")(x)
         fmap.append(x)
-        return x.reshape(B, -1), fmap
+        return (x[..., 0] if self.nemo else x.reshape(B, -1)), fmap
 
 
 class MultiPeriodDiscriminator(nn.Module):

@@ -16,10 +16,15 @@ from jaxvoc.dsp.stft import MelConfig, mel_spectrogram
 Array = jax.Array
 
 
+def torch_abs(diff: Array) -> Array:
+    """|diff| elementwise with torch's gradient sign(diff), 0 where diff == 0 (jnp.abs has 1 there): L1 terms
+    between identical values (e.g. mels clamped at clip_val in both signals) pass no gradient, as in torch."""
+    return diff * jax.lax.stop_gradient(jnp.sign(diff))
+
+
 def l1(diff: Array) -> Array:
-    """mean |diff| with torch's gradient sign(diff), 0 where diff == 0 (jnp.abs has 1 there): L1 terms between
-    identical values (e.g. mels clamped at clip_val in both signals) pass no gradient, as in torch."""
-    return jnp.mean(diff * jax.lax.stop_gradient(jnp.sign(diff)))
+    """mean |diff| with torch's gradient (:func:`torch_abs`)."""
+    return jnp.mean(torch_abs(diff))
 
 
 def discriminator_loss(real_outputs: Sequence[Array], fake_outputs: Sequence[Array]) -> tuple[Array, list, list]:
