@@ -26,6 +26,12 @@ def assert_same_state(src: dict, out: dict, what: str) -> None:
         assert src[k].dtype == out[k].dtype and torch.equal(src[k], out[k]), (what, k)
 
 
+def not_wavlm(sd: dict) -> dict:
+    """A NeMo codec state dict without the SLM discriminator's WavLM (not part of a jaxvoc codec checkpoint:
+    see test_export_codec_round_trip)."""
+    return {k: v for k, v in sd.items() if ".slm_model.ssl_model." not in k}
+
+
 def assert_same_optimizer(src: dict, out: dict, what: str) -> None:
     assert src["state"].keys() == out["state"].keys(), what
     for pid, st in src["state"].items():
@@ -204,13 +210,18 @@ def test_export_codec_round_trip(codec_round_trip):
     src, model, out = codec_round_trip
     assert os.listdir(out) == ["model.nemo"]
     restored = AudioCodecModel.restore_from(str(out / "model.nemo"), map_location="cpu").eval()
-    src_sd, out_sd = model.state_dict(), restored.state_dict()
+    # The SLM discriminator's WavLM is not part of a jaxvoc codec checkpoint (it comes from its own, `jaxvoc
+    # convert wavlm`; NeMo 3.0.0 means to leave it out of its archives too, but its key filter misses
+    # `.slm_model.ssl_model.`): the restored model keeps the WavLM it builds itself, everything else is bitwise.
+    src_sd, out_sd = not_wavlm(model.state_dict()), not_wavlm(restored.state_dict())
     assert any(k.startswith("discriminator.") for k in out_sd)
     assert_same_state(src_sd, out_sd, "codec")
-    # restore_from loads non-strictly: the archive itself must hold every weight NeMo saves (not the loss
-    # buffers, which NeMo recomputes from the config)
-    held, saved = _nemo_weights(str(out / "model.nemo")), _nemo_weights(src)
-    assert set(k for k in saved if not k.startswith(("mel_loss_fn.", "stft_loss_fn."))) == set(held)
+    # restore_from loads non-strictly: the archive itself must hold every weight NeMo saves, but for WavLM and
+    # the buffers NeMo recomputes from the config (loss filterbanks, the STFT discriminators' windows, the SLM's
+    # resampling kernel: equal above all the same)
+    recomputed = lambda k: k.startswith(("mel_loss_fn.", "stft_loss_fn.")) or k.endswith((".window", ".resample.kernel"))
+    held, saved = _nemo_weights(str(out / "model.nemo")), not_wavlm(_nemo_weights(src))
+    assert set(k for k in saved if not recomputed(k)) == set(held)
 
     audio = np.random.default_rng(0).normal(0, 0.2, (1, 4 * 1024)).astype(np.float32)
     tok_a, _ = cc.nemo_encode(model, audio)
@@ -250,7 +261,7 @@ def test_export_codec_keeps_weight_g_keys(codec_round_trip, tmp_path):
     for k, v in held.items():
         assert torch.equal(v, old[k]), k
     restored = AudioCodecModel.restore_from(str(tmp_path / "out" / "model.nemo"), map_location="cpu")
-    assert_same_state(model.state_dict(), restored.state_dict(), "codec")
+    assert_same_state(not_wavlm(model.state_dict()), not_wavlm(restored.state_dict()), "codec")
 
 
 # ----------------------------------------------------------------------------------------------------------
