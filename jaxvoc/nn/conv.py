@@ -48,19 +48,21 @@ def pad_time(x: Array, left: int, right: int, mode: str = "zeros") -> Array:
 def pad_to_ends(x: Array, left: int, right: int, mode: str, ends: Array | None) -> Array:
     """Pads the time axis of [B, T, C] as torch's F.pad (zeros / reflect / replicate). ``ends=None``: at the
     tensor's end (NeMo on a batch); else at each item's own end ``ends[b]`` (as that item alone would be),
-    so the ``right`` samples after ``ends[b]`` become its reflection / its last sample / zeros."""
+    so the ``right`` samples after ``ends[b]`` become its reflection / its last sample / zeros.
+
+    Only those ``B * right`` rows are gathered and written (a scatter): a gather of the whole tensor, and its
+    transpose in the backward pass, made a codec training step ~40% slower on CPU."""
     xp = pad_time(x, left, right, mode)
     if ends is None or right == 0:
         return xp
     if mode == "zeros":  # the samples after an item's end are zero already (every layer masks its output)
         return xp
-    t = jnp.arange(xp.shape[1])[None, :] - left  # position in unpadded coordinates
     e = jnp.asarray(ends)[:, None]
+    t = e + jnp.arange(right)[None, :]  # [B, right] positions after each end, unpadded coordinates
     src = 2 * (e - 1) - t if mode == "reflect" else jnp.broadcast_to(e - 1, t.shape)
-    inside = (t >= e) & (t < e + right)
-    idx = jnp.where(inside, src + left, t + left)
-    idx = jnp.clip(idx, 0, xp.shape[1] - 1)
-    return jnp.take_along_axis(xp, idx[..., None], axis=1)
+    vals = jnp.take_along_axis(xp, jnp.clip(src + left, 0, xp.shape[1] - 1)[..., None], axis=1)
+    rows = jnp.broadcast_to(jnp.arange(xp.shape[0])[:, None], t.shape)
+    return xp.at[rows, t + left].set(vals, mode="drop")
 
 
 def valid_mask(x: Array, ends: Array) -> Array:

@@ -13,6 +13,11 @@ Two families:
   3. generator loss against the *updated* discriminators, its gradient with respect to ``y_g`` pulled back
      through the generator, clipped, optimizer update.
 
+  The NeMo codec's schedule plugs into the same step: ``disc_update`` (:func:`periodic_disc_update`, NeMo's
+  ``should_update_disc``) decides from the traced global step whether step 2 runs at all (NeMo neither
+  evaluates nor updates the discriminators otherwise), inside one compiled program; ``clip_grad_norm=None``
+  leaves the gradients unclipped (NeMo's default).
+
 * :class:`FlowObjective` — a normalising flow trained by maximum likelihood (WaveGlow):
   :func:`make_flow_step`, optionally computing in bfloat16 with float32 master weights.
 
@@ -80,17 +85,48 @@ def init_gan_state(obj: GanObjective, tx_g, tx_d, rng: Array, batch: Batch) -> d
             "opt_g": tx_g.init(params_g), "opt_d": tx_d.init(params_d)}
 
 
+def periodic_disc_update(steps_per_epoch: int, disc_update_period: int = 1, disc_updates_per_period: int = 1,
+                         disc_start_epoch: int = 0) -> Callable[[Array], Array]:
+    """NeMo's ``AudioCodecModel.should_update_disc`` as a traced predicate of the global step: batch ``b =
+    step % steps_per_epoch`` of epoch ``e = step // steps_per_epoch`` (``batch_idx`` restarts every epoch)
+    updates the discriminators when ``e >= disc_start_epoch`` and ``b % disc_update_period <
+    disc_updates_per_period``."""
+    if steps_per_epoch < 1 or disc_update_period < 1:
+        raise ValueError(f"steps_per_epoch ({steps_per_epoch}) and disc_update_period ({disc_update_period}) "
+                         "must be positive")
+
+    def update(step):
+        epoch, batch_idx = jnp.divmod(jnp.asarray(step, jnp.int32), steps_per_epoch)
+        return (epoch >= disc_start_epoch) & (batch_idx % disc_update_period < disc_updates_per_period)
+
+    return update
+
+
 def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batch], *,
-                  clip_grad_norm: float = optim.DEFAULT_CLIP_GRAD_NORM, freeze_step: int = 0,
+                  clip_grad_norm: float | None = optim.DEFAULT_CLIP_GRAD_NORM, freeze_step: int = 0,
+                  disc_update: Callable[[Array], Array] | None = None,
                   lr_schedule: Callable | None = None, gather: Callable[[Any], Any] = lambda t: t
                   ) -> Callable[[dict, Array], tuple[dict, dict]]:
     """The pure GAN train step ``(state, audio) -> (state, metrics)`` (jit it with the shardings of
     ``sharding.py``). Metrics: the objective's aux terms, ``loss_disc_all``, ``loss_gen_all``,
     ``grad_norm_g``, ``grad_norm_<group>``, ``lr`` and ``finite`` (all losses and norms finite).
 
+    ``freeze_step`` (BigVGAN): below it the discriminators are evaluated (logged) but not updated.
+    ``disc_update(step) -> bool`` (the codec, :func:`periodic_disc_update`): where false the discriminators are
+    neither evaluated nor updated, their loss terms and norms read 0 and the metric ``disc_updated`` 0; their
+    optimizer's state (Adam's count) does not advance. ``clip_grad_norm=None``: no clipping (norms logged).
+    ``audio`` is whatever ``prepare`` takes (the codec: ``{"audio", "audio_len"}``).
+
     ``gather`` is applied to parameters before they enter a forward pass (``sharding.gather_params``:
     fsdp-sharded weights all-gathered for compute, while the optimizer update stays sharded)."""
     groups = tuple(obj.discriminator_groups)
+    if freeze_step > 0 and disc_update is not None:
+        raise ValueError("give freeze_step or disc_update, not both")
+
+    def clip(grads):
+        if clip_grad_norm is None:
+            return grads, optim.global_norm(grads)
+        return optim.clip_grad_norm(grads, clip_grad_norm)
 
     def step_fn(state: dict, audio: Array) -> tuple[dict, dict]:
         batch = prepare(audio)
@@ -107,7 +143,7 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
                 gather(params_d), batch, y_d)
             clipped, norms = {}, {}
             for g in groups:
-                clipped[g], norms[g] = optim.clip_grad_norm(grads[g], clip_grad_norm)
+                clipped[g], norms[g] = clip(grads[g])
             grads = {**grads, **clipped}
             updates, opt_d = tx_d.update(grads, state["opt_d"], params_d, step=step)
             return jax.tree_util.tree_map(jnp.add, params_d, updates), opt_d, loss_d, aux_d, norms
@@ -116,8 +152,17 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
             loss_d, aux_d = obj.discriminator_loss(gather(params_d), batch, y_d)  # logged, not applied (as official)
             return params_d, state["opt_d"], loss_d, aux_d, {g: jnp.float32(0.0) for g in groups}
 
+        def d_skipped(_):  # NeMo: no discriminator pass at all on this step
+            loss_shape, aux_shape = jax.eval_shape(obj.discriminator_loss, params_d, batch, y_d)
+            zeros = lambda t: jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), t)  # noqa: E731
+            return params_d, state["opt_d"], zeros(loss_shape), zeros(aux_shape), {g: jnp.float32(0.0) for g in groups}
+
+        updated = None
         if freeze_step > 0:
             new_params_d, opt_d, loss_d, aux_d, norms_d = jax.lax.cond(step >= freeze_step, d_update, d_frozen, None)
+        elif disc_update is not None:
+            updated = jnp.asarray(disc_update(step), bool)
+            new_params_d, opt_d, loss_d, aux_d, norms_d = jax.lax.cond(updated, d_update, d_skipped, None)
         else:
             new_params_d, opt_d, loss_d, aux_d, norms_d = d_update(None)
 
@@ -125,7 +170,7 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
         (loss_g, aux_g), dy = jax.value_and_grad(obj.generator_loss, argnums=2, has_aux=True)(
             gather(new_params_d), batch, y_g, step)
         (grads_g,) = pullback(dy)
-        grads_g, norm_g = optim.clip_grad_norm(grads_g, clip_grad_norm)
+        grads_g, norm_g = clip(grads_g)
         updates, opt_g = tx_g.update(grads_g, state["opt_g"], params_g, step=step)
         new_params_g = jax.tree_util.tree_map(jnp.add, params_g, updates)
 
@@ -133,6 +178,8 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
                    "loss_disc_all": loss_d.astype(jnp.float32), "loss_gen_all": loss_g.astype(jnp.float32),
                    "grad_norm_g": norm_g, **{f"grad_norm_{g}": n for g, n in norms_d.items()}}
         metrics["finite"] = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+        if updated is not None:
+            metrics["disc_updated"] = updated.astype(jnp.float32)
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(step)
         new_state = {**state, "step": step + 1, "params_g": new_params_g, "params_d": new_params_d,
