@@ -30,8 +30,11 @@ $(STAMP): pyproject.toml Makefile
 	    kaldialign braceexpand webdataset smart-open tensorboard datasets wandb tensorboardX
 	touch $(STAMP)
 
+# Two pytest workers, one test file each at a time (--dist loadfile: a file's module fixtures are built once):
+# most of a test's time is single-threaded XLA compilation, so two files overlap well on two cores. The 30
+# slowest tests are listed at the end.
 test: venv
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n 2 --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 demo: venv
 	$(VPY) -m experiments.demo $(if $(CKPT),--ckpt $(CKPT),)

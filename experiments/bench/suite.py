@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         last = lines[-1] if lines else ""
         row = {"name": name, "command": "python -m experiments.bench " + " ".join(cmd), "load_before": round(load, 2),
                "load_after": round(os.getloadavg()[0], 2), "wall_s": round(time.monotonic() - t0, 1),
-               "exit": proc.returncode, "line": last,
+               "exit": proc.returncode, "line": last, "stdout": lines,
                "stderr_tail": proc.stderr.strip().splitlines()[-1] if proc.returncode and proc.stderr.strip() else ""}
         results.append(row)
         print(f"[load {row['load_before']:.2f}] {name}: {last or row['stderr_tail']}", flush=True)
