@@ -12,6 +12,8 @@ CODEC_BUCKET_FRAMES = 16  # length-bucket quantum of encode / decode, in codec f
 def open_model(args, kinds: tuple[str, ...], fix: str):
     """The argument checks shared by synth, encode and decode, then the model: (output stems, model). ``kinds``:
     the model kinds the command takes; ``fix``: what to do with another kind."""
+    import os
+
     import jaxvoc
 
     from jaxvoc.io.checkpoint import read_meta
@@ -19,10 +21,16 @@ def open_model(args, kinds: tuple[str, ...], fix: str):
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     stems = unique_stems(args.inputs)
-    kind = read_meta(args.ckpt)["kind"]
-    if kind not in kinds:
-        raise UserError(f"{args.ckpt} is a {kind} checkpoint, not a {' or '.join(kinds)} model; {fix}")
-    return stems, jaxvoc.load(args.ckpt, dtype=getattr(args, "dtype", "float32"))
+
+    def check(kind: str) -> None:
+        if kind not in kinds:
+            raise UserError(f"{args.ckpt} is a {kind} checkpoint, not a {' or '.join(kinds)} model; {fix}")
+
+    if os.path.exists(args.ckpt):  # a local folder: its kind first (before a --dtype it may not have)
+        check(read_meta(args.ckpt)["kind"])
+    model = jaxvoc.load(args.ckpt, dtype=getattr(args, "dtype", "float32"))  # a local folder or a Hub repo id
+    check(model.kind)
+    return stems, model
 
 
 def open_codec(args):
