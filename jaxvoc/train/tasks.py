@@ -120,6 +120,11 @@ class Task:
     def lr(self, step: int) -> float:
         return float("nan")
 
+    def frozen_params(self) -> Any:
+        """Weights the objective uses but does not train (``objective.FROZEN``: the codec's WavLM), or None;
+        the loop adds them to the state and leaves them out of checkpoints."""
+        return None
+
     # --- shared -------------------------------------------------------------------------------------------
     def prepare(self, audio: jax.Array) -> dict:
         """The batch dict of the objectives, computed inside the step: audio and its mel(s)."""
