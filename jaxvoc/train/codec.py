@@ -211,6 +211,7 @@ class CodecTask(Task):
     kind = "codec"
     style = "codec"
     metric_keys = ("loss_gen_all", "d_loss", "g_loss_mel_l1")
+    validation_metric = "val_loss"
 
     def __init__(self, cfg: TrainConfig, obj: CodecObjective | None = None, steps_per_epoch: int | None = None):
         super().__init__(cfg)

@@ -86,6 +86,7 @@ class Task:
     kind: str
     style: str
     metric_keys: tuple[str, ...]  # shown on the progress bar
+    validation_metric = "mel L1"  # the main validation number, as the end-of-run line names it
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
