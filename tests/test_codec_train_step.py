@@ -189,3 +189,23 @@ def test_parameter_updates_match_nemo(steps):
             for m in (m32, m64):
                 assert 1 - m["cos"] <= _bound(GRAD_COS, 1 - o["cos"]), (s, key, m, o)
                 assert m["norm_diff"] <= _bound(GRAD_NORM, o["norm_diff"]), (s, key, m, o)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"encoder_noise_stdev": 0.1}, "encoder_noise_stdev"),
+    ({"output_sample_rate": 44100}, "output_sample_rate"),
+    ({"time_domain_loss_scale": 1.0}, "time_domain_loss_scale"),
+    ({"commit_loss_scale": 1.0}, "commit_loss_scale"),
+    ({"feature_loss_type": "relative"}, "feature_loss_type"),
+    ({"skip_nan_gradients": True}, "skip_nan_gradients"),
+    ({"discriminator": None}, "discriminator"),
+])
+def test_refuses_what_it_does_not_compute(change, needle):
+    """One line each, before anything is loaded (WavLM included), for NeMo settings the objective lacks."""
+    from jaxvoc.errors import UserError
+
+    cfg = {**cc.lfr_config(), **change}
+    with pytest.raises(UserError) as e:
+        CodecObjective(cfg, wavlm="/nonexistent", source="lfr")
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg and "/nonexistent" not in msg, msg
