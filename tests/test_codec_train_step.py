@@ -105,7 +105,8 @@ def steps(codec_reference_run, tmp_path_factory):
                     "grads_d": cc.nemo_state_dict({"params": {}, "discriminator": host["gd"]["discriminator"]})
                     if updated else {},
                     "state_dict": sd_after})
-    return {"run": run, "jax": out, "states": jax.device_get(states), "abstract": abstract, "step": step}
+    return {"run": run, "jax": out, "states": jax.device_get(states), "abstract": abstract, "step": step,
+            "wavlm": str(tmp / "wavlm")}
 
 
 def _rows(steps):
@@ -209,3 +210,29 @@ def test_refuses_what_it_does_not_compute(change, needle):
         CodecObjective(cfg, wavlm="/nonexistent", source="lfr")
     msg = str(e.value)
     assert needle in msg and "\n" not in msg and "/nonexistent" not in msg, msg
+
+
+def test_validation_losses_match_nemo(codec_reference_run, steps):
+    """CodecValidator against NeMo's own ``validation_step`` on a clip of its own (5000 samples: padded to
+    whole frames), with the weights after the reference run's last step (NeMo's float32 model). Bound: 1e-5
+    relative per loss, the issue's bound for a loss from identical weights."""
+    import torch
+
+    from jaxvoc.train.codec import CodecValidator
+
+    run = codec_reference_run
+    model, sd = run["model"], run["steps32"][-1]["state_dict"]
+    obj = CodecObjective(run["config"], wavlm=steps["wavlm"], source="small_config")
+    params_g, _ = cc.convert_state_dict(common.normalize_keys(sd), obj.codec, "NeMo's weights")
+    clip = run["batch"]["audio"][1, :5000]
+    logged = {}
+    model.log_dict = lambda d, **kw: logged.update({k: float(v) for k, v in d.items()})
+    with torch.no_grad():
+        model.validation_step({"audio": torch.from_numpy(clip[None].copy()),
+                               "audio_lens": torch.tensor([5000], dtype=torch.int32)}, 0)
+    got, samples = CodecValidator(obj, [clip])({"params_g": params_g})
+    print({k: (got[k], logged[k]) for k in got})
+    assert set(got) == set(logged) - {"val_loss_si_sdr"}
+    for k, v in got.items():
+        assert abs(v - logged[k]) <= 1e-5 * abs(logged[k]), (k, v, logged[k])
+    assert samples[0][0].shape == (5000,)
