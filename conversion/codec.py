@@ -257,16 +257,8 @@ def export(config: dict, trees: dict, out_dir: str, source: str) -> list[str]:
     import yaml
 
     cfg = CodecConfig.from_dict(config, source)
-    sd = {}
-    for k, v in common.params_to_state_dict(trees["params"], transposed=_transposed).items():
-        sd[k] = v.reshape(1, -1, 1) if k.endswith(".alpha") else v  # NeMo's Snake alpha is [1, C, 1]
+    sd = nemo_state_dict(trees, config.get(common.WEIGHT_NORM_KEY, "parametrizations"))
     sd.update(quantizer_buffers(cfg))
-    for k, v in common.params_to_state_dict(trees.get("discriminator", {})).items():
-        if k.endswith(".resample.weight"):  # torchaudio Resample's buffer 'kernel' (jaxvoc's leaf name too)
-            k = k[:-len("weight")] + "kernel"
-        if ".slm_model.slm_model." not in k:
-            sd["discriminator." + k] = v
-    sd = common.with_weight_norm_style(sd, config.get(common.WEIGHT_NORM_KEY, "parametrizations"))
     nemo_cfg = dict(common.official_config(config), target=NEMO_TARGET)
     path = os.path.join(out_dir, NEMO_FILE)
     with tarfile.open(path, "w:") as tf:
@@ -277,6 +269,22 @@ def export(config: dict, trees: dict, out_dir: str, source: str) -> list[str]:
             member.mode = 0o644
             tf.addfile(member, io.BytesIO(data))
     return [NEMO_FILE]
+
+
+def nemo_state_dict(trees: dict, style: str | None = "parametrizations") -> dict[str, np.ndarray]:
+    """jaxvoc trees -> NeMo's state-dict tensors by name: ``params`` (encoder and decoder; Snake alphas as NeMo's
+    [1, C, 1]) and, when given, ``discriminator`` (under ``discriminator.``; never WavLM), weight norm in
+    ``style`` (NeMo's current ``parametrizations`` or ``weight_g``). The inverse of :func:`convert_state_dict`
+    without the FSQ buffers; a gradient tree maps the same way (NeMo's ``named_parameters`` names)."""
+    sd = {}
+    for k, v in common.params_to_state_dict(trees["params"], transposed=_transposed).items():
+        sd[k] = v.reshape(1, -1, 1) if k.endswith(".alpha") else v  # NeMo's Snake alpha is [1, C, 1]
+    for k, v in common.params_to_state_dict(trees.get("discriminator", {})).items():
+        if k.endswith(".resample.weight"):  # torchaudio Resample's buffer 'kernel' (jaxvoc's leaf name too)
+            k = k[:-len("weight")] + "kernel"
+        if ".slm_model.slm_model." not in k:
+            sd["discriminator." + k] = v
+    return common.with_weight_norm_style(sd, style)
 
 
 def _torch_bytes(obj) -> bytes:

@@ -30,7 +30,7 @@ FAMILIES = {
                       hub_files=(("config.json",), ("bigvgan_generator.pt",)),
                       hub_training_files=("bigvgan_discriminator_optimizer.pt",)),
     "waveglow": Family("jaxvoc.models.waveglow", "conversion.waveglow", "jaxvoc.train.waveglow"),  # not on the Hub
-    "codec": Family("jaxvoc.models.codec", "conversion.codec", hub_files=(("*.nemo",),)),
+    "codec": Family("jaxvoc.models.codec", "conversion.codec", "jaxvoc.train.codec", hub_files=(("*.nemo",),)),
     "wavlm": Family("jaxvoc.models.wavlm", "conversion.wavlm",
                     hub_files=(("config.json",), ("model.safetensors", "pytorch_model.bin"))),
 }

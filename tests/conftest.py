@@ -52,6 +52,23 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return line
 
 
+@pytest.fixture(scope="session")
+def codec_reference_run():
+    """NeMo's own codec ``training_step`` (experiments/reference/codec_train.py) for three steps, epoch 0
+    batch_idx 0 (discriminator update) and 1 (none), epoch 1 batch_idx 0, in float32 and float64: one run shared
+    by the tests that read NeMo's behaviour from it or compare jaxvoc's step with it."""
+    import torch
+
+    from experiments.reference import codec_train as ct
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on the shared 2-core machine two torch threads run this ~3x slower
+    try:
+        return ct.reference_run(epochs=(2, 1))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_torch_threads():
     """Both frameworks share the 2 cores of CI; torch keeps its default thread count."""

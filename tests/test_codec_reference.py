@@ -14,15 +14,8 @@ from experiments.reference import codec_train as ct
 
 
 @pytest.fixture(scope="module")
-def run():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on the shared 2-core machine two torch threads run this ~3x slower
-    try:
-        yield ct.reference_run(epochs=(2, 1))
-    finally:
-        torch.set_num_threads(threads)
+def run(codec_reference_run):  # tests/conftest.py: shared with tests/test_codec_train_step.py
+    return codec_reference_run
 
 
 def _disc_params(run, sd):

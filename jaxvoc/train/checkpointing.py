@@ -74,7 +74,7 @@ class Checkpointer:
         import grain
 
         ocp = self._ocp
-        args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        args = {"state": ocp.args.StandardSave(saved_part(state)), "meta": ocp.args.JsonSave(meta)}
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
@@ -376,6 +376,14 @@ class RunLock:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def saved_part(state: Any) -> Any:
+    """What a checkpoint holds of a train state: all of it but the frozen weights (``objective.FROZEN``, the
+    codec's WavLM), which are read from their own converted checkpoint when a run starts or resumes."""
+    from jaxvoc.train.objective import FROZEN
+
+    return {k: v for k, v in state.items() if k != FROZEN} if isinstance(state, dict) else state
 
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:

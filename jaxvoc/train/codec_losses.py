@@ -9,6 +9,8 @@ NeMo computes it, reductions and length masks included:
   padding, symmetric Hann), frames past ``length // hop + 1`` zeroed, ``MaskedMAELoss``, averaged;
 * ``MaskedLoss``'s reduction (:func:`masked_mean`): the elementwise loss averaged over the feature axis, summed
   over frames, divided by the item's frame count (at least 1), averaged over the batch;
+* :func:`time_domain_loss` — ``TimeDomainLoss``: the L1 of the waveforms summed over time, divided by the
+  lengths (NeMo's validation loss);
 * :func:`generator_squared_loss`, :func:`discriminator_squared_loss` — least squares, averaged over the
   score tensors (the discriminator's real and generated terms halved); BigVGAN's sums reused;
 * :func:`feature_matching_loss` — ``FeatureMatchingLoss`` ("absolute"): mean |real - gen| per feature map,
@@ -91,6 +93,13 @@ def stft_loss(audio_real: Array, audio_gen: Array, audio_len: Array, resolutions
 
         total = total + masked_mean(torch_abs(log_spec(audio_gen) - log_spec(audio_real)), spec_len)
     return total / len(resolutions)
+
+
+def time_domain_loss(audio_real: Array, audio_gen: Array, audio_len: Array) -> Array:
+    """TimeDomainLoss: ``MaskedMAELoss`` of the waveforms. As NeMo's, nothing is masked: every sample's |gen -
+    real| is summed and divided by the item's length (past it both are zero in NeMo's step, the decoder's output
+    masked, the real audio zero-padded)."""
+    return masked_mean(torch_abs(audio_gen - audio_real)[..., None], audio_len)
 
 
 def generator_squared_loss(scores_gen: Sequence[Array]) -> Array:

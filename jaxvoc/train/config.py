@@ -65,6 +65,9 @@ class TrainSettings:
     objective: str | None = None  # "module:factory" to replace the model's default objective
     export_at_end: bool = True  # write <checkpoint_path>/export as a jaxvoc checkpoint when done
     seed: int | None = None  # codec only (NeMo's YAML has no seed; default 1234); the others: the official key
+    # codec only: the SLM discriminator's WavLM, a converted checkpoint (jaxvoc convert wavlm) or a Hugging Face
+    # repo id; default its slm_model_name (microsoft/wavlm-base-plus). Read, never trained nor checkpointed.
+    wavlm: str | None = None
 
 
 @dataclasses.dataclass

@@ -157,19 +157,34 @@ class Setup:
     batch_sharding: Any
     init: Callable[[], dict]  # -> a fresh, sharded train state
     step: Callable  # jit(step)(state, global audio batch) -> (state, metrics); donates the state
+    # state (restored from a checkpoint, which leaves them out) -> state with the task's frozen weights added
+    with_frozen: Callable[[dict], dict] = lambda state: state
 
 
 def build(task, mesh, segment_size: int, seed: int, fsdp_min_size: int = 2 ** 16) -> Setup:
-    """The sharded init and step of ``task`` on ``mesh``: explicit in/out shardings, state donated."""
+    """The sharded init and step of ``task`` on ``mesh``: explicit in/out shardings, state donated. A task's
+    frozen weights (``task.frozen_params()``, the codec's WavLM) join the state under ``objective.FROZEN``,
+    placed on the devices as they are (not through the compiled init)."""
+    from jaxvoc.train.objective import FROZEN
+
     rng = jax.random.PRNGKey(seed)
     example = jnp.zeros((1, segment_size), jnp.float32)
     abstract = jax.eval_shape(task.init_state, rng, example)
+    frozen = task.frozen_params()
+    if frozen is not None:
+        abstract = {**abstract, FROZEN: jax.eval_shape(lambda: frozen)}
     state_sh = sharding.state_shardings(abstract, mesh, fsdp_min_size)
     batch_sh = sharding.batch_sharding(mesh)
-    init_jit = jax.jit(task.init_state, out_shardings=state_sh)
+    init_jit = jax.jit(task.init_state, out_shardings={k: v for k, v in state_sh.items() if k != FROZEN})
     step = jax.jit(task.step_fn(sharding.gather_params(mesh)), in_shardings=(state_sh, batch_sh),
                    out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
-    return Setup(abstract, state_sh, batch_sh, lambda: init_jit(rng, example), step)
+
+    def with_frozen(state: dict) -> dict:
+        if frozen is None:
+            return state
+        return {**state, FROZEN: sharding.place(frozen, state_sh[FROZEN])}
+
+    return Setup(abstract, state_sh, batch_sh, lambda: with_frozen(init_jit(rng, example)), step, with_frozen)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, init: str | None = None, task=None,
@@ -275,7 +290,8 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
     if lock is not None:
         held.append(lock)
         watchdog.on_exit = lock.release
-    validator = Validator(task, clips) if clips and primary else None
+    make_validator = getattr(task, "validator", lambda clips: Validator(task, clips))  # the codec: NeMo's losses
+    validator = make_validator(clips) if clips and primary else None
     validating = bool(clips)  # the same on every process
     resolved = checkpointing.resolved_config(cfg)
 
@@ -287,10 +303,13 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
         ckpt = checkpointing.Checkpointer(ckpt_dir, keep=t.keep_checkpoints, async_save=t.async_checkpointing)
         try:
             state, iterator, latest = ckpt.restore_latest_good(
-                checkpointing.abstract_with_shardings(setup.abstract_state, state_sh), lambda: iter(ds), resolved)
+                checkpointing.abstract_with_shardings(checkpointing.saved_part(setup.abstract_state),
+                                                      checkpointing.saved_part(state_sh)),
+                lambda: iter(ds), resolved)
         except BaseException:
             ckpt.close()
             raise
+        state = setup.with_frozen(state)
         started = f"resumed from step {latest}"
     else:
         state = setup.init()
@@ -358,13 +377,16 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
             err, samples = validator(host)
         else:
             err, samples = validator(state)
-        logger.scalars(s, {"mel_spec_error": err}, "validation", "validation.jsonl")
+        values = err if isinstance(err, dict) else {"mel_spec_error": err}
+        err = next(iter(values.values()))  # the first is the main one (the codec's val_loss)
+        logger.scalars(s, values, "validation", "validation.jsonl")
         for j, (y, m) in enumerate(samples[: t.num_audio_samples]):
             logger.media(s, f"generated/{j}", y, m, cfg.sampling_rate)
             if s == first_step:
                 logger.media(s, f"ground_truth/{j}", validator.clips[j], validator.ref[j], cfg.sampling_rate)
         if bar.disable and primary:
-            print(f"step {s}: validation mel L1 {err:.4f}", flush=True)
+            text = f"mel L1 {err:.4f}" if "mel_spec_error" in values else _fmt(values, list(values)[:2])
+            print(f"step {s}: validation {text}", flush=True)
         return err
 
     first_step = step
@@ -411,7 +433,7 @@ def _train(cfg: TrainConfig, resume: bool, init: str | None, task, total: int, c
         if primary:
             task.export(host, export_dir)
     if primary:
-        val = f", validation mel L1 {last_val:.4f}" if last_val is not None else ""
+        val = f", validation {task.validation_metric} {last_val:.4f}" if last_val is not None else ""
         print(f"jaxvoc train: {step} steps done{val}; checkpoints in {ckpt.directory}"
               + (f"; model exported to {export_dir}" if export_dir else ""), flush=True)
     return {"step": step, "metrics": last_metrics, "validation": last_val, "state": state, "export": export_dir}

@@ -22,9 +22,13 @@ Two families:
   :func:`make_flow_step`, optionally computing in bfloat16 with float32 master weights.
 
 A train state is a plain dict pytree (``step``, ``rng``, parameters, optimizer states), so it shards,
-checkpoints and restores as one tree. Steps take the state and a batch of audio ``[B, T]``; ``prepare``
-turns the audio into the batch dict the objective sees (audio plus its mel from the jaxvoc front-end) inside
-the compiled step.
+checkpoints and restores as one tree. Steps take the state and a batch of audio ``[B, T]``; ``prepare`` turns
+the audio into the batch dict the objective sees (audio plus its mel from the jaxvoc front-end) inside the
+compiled step. An objective with weights it uses but does not train (the codec's frozen WavLM) returns them
+from ``frozen_params()``; the caller puts them in the state under :data:`FROZEN` (``init_gan_state`` does
+not: the training loop places them on the devices itself, and leaves them out of checkpoints), so that they
+enter the compiled step as an argument rather than as constants baked into the program, are never updated,
+and reach the objective as ``batch[FROZEN]``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import jax.numpy as jnp
 from jaxvoc.train import optim
 
 Array = jax.Array
+FROZEN = "frozen"  # train-state entry of the weights an objective uses but does not train (never updated)
 Batch = dict  # {"audio": [B, T] float32, "mel": [B, frames, num_mels], "mel_loss": [B, frames, num_mels]}
 
 
@@ -130,6 +135,8 @@ def make_gan_step(obj: GanObjective, tx_g, tx_d, prepare: Callable[[Array], Batc
 
     def step_fn(state: dict, audio: Array) -> tuple[dict, dict]:
         batch = prepare(audio)
+        if FROZEN in state:
+            batch = {**batch, FROZEN: gather(state[FROZEN])}
         step = state["step"]
         params_g, params_d = state["params_g"], state["params_d"]
 

@@ -304,6 +304,16 @@ def gather_params(mesh: Mesh):
     return lambda tree: jax.lax.with_sharding_constraint(tree, jax.tree_util.tree_map(lambda _: rep, tree))
 
 
+def place(tree: Any, shardings: Any) -> Any:
+    """Host (or single-device) arrays, the same full value on every process, as global arrays with
+    ``shardings`` (a tree of NamedShardings like ``tree``): each process fills its addressable shards."""
+    def put(x, sh):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sh, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, tree, shardings)
+
+
 def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """The global batch array from this process's rows (the process-local part of the leading axis: with
     the process-major mesh of :func:`make_mesh`, process ``p`` of ``n`` holds rows

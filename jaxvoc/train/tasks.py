@@ -86,6 +86,7 @@ class Task:
     kind: str
     style: str
     metric_keys: tuple[str, ...]  # shown on the progress bar
+    validation_metric = "mel L1"  # the main validation number, as the end-of-run line names it
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -119,6 +120,11 @@ class Task:
 
     def lr(self, step: int) -> float:
         return float("nan")
+
+    def frozen_params(self) -> Any:
+        """Weights the objective uses but does not train (``objective.FROZEN``: the codec's WavLM), or None;
+        the loop adds them to the state and leaves them out of checkpoints."""
+        return None
 
     # --- shared -------------------------------------------------------------------------------------------
     def prepare(self, audio: jax.Array) -> dict:
