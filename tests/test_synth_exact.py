@@ -98,16 +98,7 @@ def test_synth_bigvgan_buckets_equal_the_official_model_per_item(variant, tmp_pa
     ckpt = tmp_path / "ckpt"
     proc = run_cli("convert", "bigvgan", folder, ckpt)
     assert proc.returncode == 0, proc.stderr
-    mels = bigvgan_mels(config)
-    inputs = save_mels(mels, tmp_path)
-    proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT")
-    assert proc.returncode == 0, proc.stderr
-    snrs = []
-    for i, m in enumerate(mels):
-        out, _ = sf.read(tmp_path / "out" / f"m{i}.wav", dtype="float32")
-        ref, ref64 = bigvgan_refs(model, model64, m)
-        snrs.append(assert_exact(out, ref, ref64, f"{variant} item {i} ({m.shape[1]} frames)"))
-    print(variant, "SNR dB per item:", [round(s, 1) for s in snrs])
+    synth_matches_official(ckpt, bigvgan_mels(config), tmp_path, lambda m: bigvgan_refs(model, model64, m), variant)
 
 
 def test_bigvgan_lengths_ignore_garbage_padding(tmp_path):
@@ -163,6 +154,18 @@ def save_mels(mels: list[np.ndarray], folder) -> list:
     return paths
 
 
+def synth_matches_official(ckpt, mels: list[np.ndarray], folder, refs, label: str, *options: str) -> None:
+    """`jaxvoc synth CKPT m0.npy m1.npy ... --subtype FLOAT OPTIONS` with the default buckets; every wav must
+    equal ``refs(mel)`` = (official float32, official float64) for that mel alone (assert_exact)."""
+    proc = run_cli("synth", ckpt, *save_mels(mels, folder), "-o", folder / "out", "--subtype", "FLOAT", *options)
+    assert proc.returncode == 0, proc.stderr
+    snrs = []
+    for i, m in enumerate(mels):
+        out, _ = sf.read(folder / "out" / f"m{i}.wav", dtype="float32")
+        snrs.append(assert_exact(out, *refs(m), f"{label} item {i} ({m.shape[1]} frames)"))
+    print(label, "SNR dB per item:", [round(x, 1) for x in snrs])
+
+
 def waveglow_refs(model, model64, mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.inference_mode():
         m = torch.from_numpy(mel[None])
@@ -179,16 +182,8 @@ def waveglow_mels() -> list[np.ndarray]:
 
 def test_synth_waveglow_buckets_equal_the_official_model_per_item(waveglow, tmp_path):
     model, model64, ckpt = waveglow
-    mels = waveglow_mels()
-    inputs = save_mels(mels, tmp_path)
-    proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT", "--sigma", "0")
-    assert proc.returncode == 0, proc.stderr
-    snrs = []
-    for i, m in enumerate(mels):
-        out, _ = sf.read(tmp_path / "out" / f"m{i}.wav", dtype="float32")
-        ref, ref64 = waveglow_refs(model, model64, m)
-        snrs.append(assert_exact(out, ref, ref64, f"item {i} ({m.shape[1]} frames)"))
-    print("waveglow SNR dB per item:", [round(s, 1) for s in snrs])
+    synth_matches_official(ckpt, waveglow_mels(), tmp_path, lambda m: waveglow_refs(model, model64, m), "waveglow",
+                           "--sigma", "0")
 
 
 def waveglow_denoised_refs(model, model64, mel: np.ndarray, strength: float) -> tuple[np.ndarray, np.ndarray]:
@@ -208,17 +203,8 @@ def test_synth_waveglow_denoise_buckets_equal_the_official_per_item(waveglow, tm
     """--denoise through the default buckets: the denoiser's STFT reflects at each item's own end and its
     inverse envelope is that item's own (the official Denoiser on the item alone)."""
     model, model64, ckpt = waveglow
-    mels = waveglow_mels()
-    inputs = save_mels(mels, tmp_path)
-    proc = run_cli("synth", ckpt, *inputs, "-o", tmp_path / "out", "--subtype", "FLOAT", "--sigma", "0",
-                   "--denoise", "0.1")
-    assert proc.returncode == 0, proc.stderr
-    snrs = []
-    for i, m in enumerate(mels):
-        out, _ = sf.read(tmp_path / "out" / f"m{i}.wav", dtype="float32")
-        ref, ref64 = waveglow_denoised_refs(model, model64, m, 0.1)
-        snrs.append(assert_exact(out, ref, ref64, f"item {i} ({m.shape[1]} frames)"))
-    print("waveglow --denoise 0.1 SNR dB per item:", [round(s, 1) for s in snrs])
+    synth_matches_official(ckpt, waveglow_mels(), tmp_path, lambda m: waveglow_denoised_refs(model, model64, m, 0.1),
+                           "waveglow --denoise 0.1", "--sigma", "0", "--denoise", "0.1")
 
 
 def test_waveglow_lengths_ignore_garbage_padding(waveglow):
