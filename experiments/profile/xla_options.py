@@ -9,8 +9,9 @@ program's, and the run time, option sets alternated in rounds in one process.
 Programs: bigvgan (v2 24 kHz inference, full size, --frames mel frames), waveglow (published config
 inference, sigma 0.6), codec-encode / codec-decode (the LFR codec, --seconds of speech), train-bigvgan and
 train-waveglow (the jitted step of `jaxvoc train`, as `python -m experiments.bench train-...` builds it).
-Option sets: SETS below; ``conv1d-2d`` is not an XLA option but jaxvoc's 1-D convolutions written as 2-D ones
-with H = 1 while the program is traced (XLA CPU hands 2-D convolutions, not 1-D ones, to YNNPACK). An option
+Option sets: SETS below; ``conv1d-1d`` / ``conv1d-2d`` are not XLA options but the form jaxvoc's 1-D
+convolutions are traced in (jaxvoc.nn.conv.CONV1D_AS_2D: XLA CPU hands 2-D convolutions, not 1-D ones, to
+YNNPACK). An option
 set whose optimized HLO equals the default's (names and metadata aside) and that does not act on code
 generation is reported as "HLO identical" and not timed. Per round, every timed option set runs once (order
 rotated each round); the ratio is default time / option time within the round (> 1: the option is faster),
@@ -43,43 +44,40 @@ SETS = {
     "ynn-idot-iconv": ({YNN: f"{L}INDIVIDUAL_DOT,{L}INDIVIDUAL_CONVOLUTION"}, False,
                        "YNNPACK for single dots and single 2-D convolutions"),
     "ynn-off": ({YNN: ""}, False, "no YNNPACK fusion"),
+    "conv1d-1d": ({}, False, "jaxvoc's 1-D convolutions traced as 1-D ones (before 2026-11-29), default options"),
     "conv1d-2d": ({}, False, "jaxvoc's 1-D convolutions traced as 2-D (H = 1), default options"),
     "onednn": ({"xla_cpu_experimental_onednn_custom_call": True}, False, "oneDNN custom calls"),
     "xnn-greedy": ({"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}, False,
                    "XNNPACK graph fusion (greedy)"),
     "vw512": ({"xla_cpu_prefer_vector_width": 512}, True, "512-bit vectors in XLA's own loops"),
 }
-PROGRAMS = ["bigvgan", "waveglow", "codec-encode", "codec-decode", "train-bigvgan", "train-waveglow"]
+PROGRAMS = ["bigvgan", "waveglow", "codec-encode", "codec-decode", "train-bigvgan", "train-waveglow",
+            "ampblock-768", "ampblock-48"]
+# one AMPBlock1 of the full BigVGAN v2 24 kHz (kernel 7, dilations 1, 3, 5, SnakeBeta): at the first stage's
+# width (768 channels, 256 steps: 64 mel frames) and at the fifth's (48 channels, 32768 steps: 256 frames);
+# quick to compile, for the option sets' effect on the convolutions and on XLA's own elementwise loops apart
+AMPBLOCKS = {"ampblock-768": (768, 256), "ampblock-48": (48, 32768)}
 
 
-# --- the conv1d-2d variant --------------------------------------------------------------------------------------
+# --- the form of jaxvoc's 1-D convolutions ------------------------------------------------------------------------
 @contextlib.contextmanager
-def conv1d_as_2d():
-    """While active, jax.lax.conv_general_dilated with ("NWC", "WIO", "NWC") runs as the same convolution over
-    [B, 1, T, C] / [1, K, I, O] (NHWC / HWIO), which XLA CPU may hand to YNNPACK (jaxvoc.nn.conv calls it through
-    jax.lax at trace time; autodiff then differentiates the 2-D form)."""
+def conv1d_form(as_2d: bool | None):
+    """While active, jaxvoc.nn.conv.conv1d traces its convolutions as 2-D ones over [B, 1, T, C] (as_2d True:
+    XLA CPU may hand them to YNNPACK) or as 1-D ones (False); None: as jaxvoc does by default."""
     import jax
 
-    orig = jax.lax.conv_general_dilated
+    from jaxvoc.nn import conv
 
-    def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-             feature_group_count=1, batch_group_count=1, precision=None, preferred_element_type=None):
-        if tuple(dimension_numbers or ()) != ("NWC", "WIO", "NWC"):
-            return orig(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                        feature_group_count, batch_group_count, precision, preferred_element_type)
-        pad = padding if isinstance(padding, str) else [(0, 0), *padding]
-        y = orig(lhs[:, None], rhs[None], (1, *window_strides), pad, (1, *(lhs_dilation or (1,))),
-                 (1, *(rhs_dilation or (1,))), ("NHWC", "HWIO", "NHWC"), feature_group_count, batch_group_count,
-                 precision, preferred_element_type)
-        return y[:, 0]
-
-    jax.clear_caches()  # else jit reuses the trace made without the patch
-    jax.lax.conv_general_dilated = conv
+    before = conv.CONV1D_AS_2D
+    if as_2d is not None:
+        conv.CONV1D_AS_2D = as_2d
+        jax.clear_caches()  # else jit reuses a trace made in the other form
     try:
         yield
     finally:
-        jax.lax.conv_general_dilated = orig
-        jax.clear_caches()
+        if as_2d is not None:
+            conv.CONV1D_AS_2D = before
+            jax.clear_caches()
 
 
 # --- programs: name -> (jitted function, its traced arguments, label); the static one (last) is added on lowering ---
@@ -124,6 +122,14 @@ def build(name: str, args):
             f"codec decode, {args.seconds:g} s"
     if name.startswith("train-"):
         return build_train(name, args)
+    if name in AMPBLOCKS:
+        from jaxvoc.models.bigvgan import AMPBlock1
+
+        channels, steps = AMPBLOCKS[name]
+        block = AMPBlock1(channels, 7, (1, 3, 5), "snakebeta", True)
+        x = jnp.asarray(rng.standard_normal((1, steps, channels)).astype(np.float32))
+        params = block.init(jax.random.PRNGKey(0), x)
+        return jax.jit(block.apply), (params, x), f"AMPBlock1 {channels} channels x {steps} steps, kernel 7"
     raise ValueError(name)
 
 
@@ -202,7 +208,7 @@ def normalized(text: str) -> str:
 
 def compile_set(fn, fargs, static: tuple, set_name: str):
     opts = SETS[set_name][0]
-    ctx = conv1d_as_2d() if set_name == "conv1d-2d" else contextlib.nullcontext()
+    ctx = conv1d_form({"conv1d-1d": False, "conv1d-2d": True}.get(set_name))
     t0 = time.perf_counter()
     with ctx:
         lowered = fn.lower(*fargs, *static)
@@ -231,7 +237,7 @@ def main(argv=None) -> int:
     for prog in args.programs:
         fn, fargs, label = build(prog, args)
         train = prog.startswith("train-")
-        static = () if train else ((),) if prog in ("bigvgan", "waveglow") else (False,)  # Vocoder / codec jits
+        static = ((),) if prog in ("bigvgan", "waveglow") else (False,) if prog.startswith("codec") else ()
         state = {"s": fargs[0]} if train else None
         compiled, info, texts = {}, {}, {}
         for s in sets:
