@@ -108,10 +108,10 @@ def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, paddi
            groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
     """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout].
 
-    Computed as a 2-D convolution over ``[B, 1, T, Cin]``: XLA's CPU backend hands 2-D float32 convolutions
-    (more than 16 channels) to YNNPACK and 1-D ones to its slower generic path
-    (``python -m experiments.profile.xla_options``, docs/bigvgan.md). Its gradients are those of the 1-D form
-    (reverse mode only), so a training step's backward pass is unchanged."""
+    With ``CONV1D_AS_2D`` set (off by default) it is traced as a 2-D convolution over ``[B, 1, T, Cin]``,
+    which XLA's CPU backend hands to YNNPACK (2-D float32, more than 16 channels; 1-D ones never), with the
+    1-D form's gradients (custom VJP, reverse mode only). Faster on wide layers but less accurate: it broke the
+    float64 rule of tests/test_bigvgan.py (docs/bigvgan.md#xla-cpu-options)."""
     left, right = _pair(padding)
     if padding_mode != "zeros":
         x, left, right = pad_time(x, left, right, padding_mode), 0, 0
@@ -119,7 +119,7 @@ def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, paddi
     return form(x, kernel.astype(x.dtype), stride, dilation, left, right, groups, precision)
 
 
-CONV1D_AS_2D = True  # read when a program is traced (experiments.profile.xla_options compares both forms)
+CONV1D_AS_2D = False  # read when a program is traced (experiments.profile.xla_options compares both forms)
 
 
 def _conv1d_nwc(x, kernel, stride, dilation, left, right, groups, precision):
