@@ -44,7 +44,7 @@ SETS = {
     "ynn-idot-iconv": ({YNN: f"{L}INDIVIDUAL_DOT,{L}INDIVIDUAL_CONVOLUTION"}, False,
                        "YNNPACK for single dots and single 2-D convolutions"),
     "ynn-off": ({YNN: ""}, False, "no YNNPACK fusion"),
-    "conv1d-1d": ({}, False, "jaxvoc's 1-D convolutions traced as 1-D ones (before 2026-11-29), default options"),
+    "conv1d-1d": ({}, False, "jaxvoc's 1-D convolutions traced as 1-D ones (jaxvoc's default), default options"),
     "conv1d-2d": ({}, False, "jaxvoc's 1-D convolutions traced as 2-D (H = 1), default options"),
     "onednn": ({"xla_cpu_experimental_onednn_custom_call": True}, False, "oneDNN custom calls"),
     "xnn-greedy": ({"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}, False,
