@@ -15,6 +15,7 @@ the parametrisation, inference runs on folded weights.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -105,13 +106,47 @@ def hold_past(x: Array, ends: Array | None, reach: int, value: Array | None = No
 
 def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, padding: Padding = 0,
            groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
-    """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout]."""
+    """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout].
+
+    With ``CONV1D_AS_2D`` set (off by default) it is traced as a 2-D convolution over ``[B, 1, T, Cin]``,
+    which XLA's CPU backend hands to YNNPACK (2-D float32, more than 16 channels; 1-D ones never), with the
+    1-D form's gradients (custom VJP, reverse mode only). Faster on wide layers but less accurate: it broke the
+    float64 rule of tests/test_bigvgan.py (docs/bigvgan.md#xla-cpu-options)."""
     left, right = _pair(padding)
     if padding_mode != "zeros":
         x, left, right = pad_time(x, left, right, padding_mode), 0, 0
+    form = _conv1d_as_2d if CONV1D_AS_2D else _conv1d_nwc
+    return form(x, kernel.astype(x.dtype), stride, dilation, left, right, groups, precision)
+
+
+CONV1D_AS_2D = False  # read when a program is traced (experiments.profile.xla_options compares both forms)
+
+
+def _conv1d_nwc(x, kernel, stride, dilation, left, right, groups, precision):
     return jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=(stride,), padding=[(left, right)], rhs_dilation=(dilation,),
+        x, kernel, window_strides=(stride,), padding=[(left, right)], rhs_dilation=(dilation,),
         dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups, precision=precision)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _conv1d_as_2d(x, kernel, stride, dilation, left, right, groups, precision):
+    y = jax.lax.conv_general_dilated(
+        x[:, None], kernel[None], window_strides=(1, stride), padding=[(0, 0), (left, right)],
+        rhs_dilation=(1, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=precision)
+    return y[:, 0]
+
+
+def _conv1d_as_2d_fwd(x, kernel, *static):
+    return _conv1d_as_2d(x, kernel, *static), (x, kernel)
+
+
+def _conv1d_as_2d_bwd(*args):
+    *static, (x, kernel), g = args
+    return jax.vjp(lambda a, b: _conv1d_nwc(a, b, *static), x, kernel)[1](g)
+
+
+_conv1d_as_2d.defvjp(_conv1d_as_2d_fwd, _conv1d_as_2d_bwd)
 
 
 def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, output_padding: int = 0,
