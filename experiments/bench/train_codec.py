@@ -3,7 +3,7 @@ generator, discriminator update on every other step, generator update, two Adams
 ``AudioCodecModel.training_step`` with its own two Adam optimizers, driven as the reference harness drives it
 (experiments.reference.codec_train.official_stepper), same config, weights of WavLM and batch, in one process.
 
-    python -m experiments.bench train-codec [--steps N] [--device cpu|gpu]
+    python -m experiments.bench train-codec [--steps N] [--small] [--device cpu|gpu]
 
 The config: experiments/training/configs/codec_lfr_22050.yaml (NeMo's Low Frame-rate Speech Codec, full size),
 batch 1 of NeMo's crop (24576 samples of the bundled speech fixture, through NeMo's VocoderDataset). The SLM
@@ -12,6 +12,9 @@ on both sides (NeMo's, converted by conversion/wavlm.py). The LFR config trains 
 other step, so each timed call runs two steps (one with, one without the discriminator update) on each
 side, alternated after a warm-up call (JAX compilation excluded); medians of the calls, per step. Ends with
 `train-codec: jax X steps/s, pytorch Y steps/s, ratio Z` (ratio = jax / pytorch).
+
+--small: the reference harness's CPU-test size instead (experiments.reference.codec_train.small_config: the LFR
+kind at narrow widths, its small stand-in WavLM, a 6144-sample crop), to check the benchmark quickly.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench.py train-codec", description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6,
                    help=f"timed steps per side, a multiple of {PERIOD} (default 6; a warm-up of {PERIOD} more)")
+    p.add_argument("--small", action="store_true", help="the reference harness's CPU-test size (see above)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     args = p.parse_args(argv)
     if args.steps < PERIOD or args.steps % PERIOD:
@@ -49,15 +53,21 @@ def main(argv: list[str]) -> int:
     from jaxvoc.io import checkpoint
     from jaxvoc.train import config as config_lib
     from jaxvoc.train.codec import CodecTask
+    from jaxvoc.train.codec_config import read_yaml
 
     # NeMo's side: the LFR model, WavLM of base-plus's architecture (random), Lightning's training modes
     tdev, sync = torch_device(args.device)
-    with cc.offline_wavlm_architecture(**cw.BASE_PLUS):
-        model = cc.build_nemo_model(ct.lfr_config_full(standin_wavlm=False), seed=0, randomize=False)
+    if args.small:
+        nemo_cfg, n_samples, arch = ct.small_config(), 6144, contextlib.nullcontext()
+    else:
+        nemo_cfg, n_samples = ct.lfr_config_full(standin_wavlm=False), ct.LFR_N_SAMPLES
+        arch = cc.offline_wavlm_architecture(**cw.BASE_PLUS)
+    with arch:
+        model = cc.build_nemo_model(nemo_cfg, seed=0, randomize=False)
     ct.set_training_modes_(model)
     model = model.to(tdev)
-    batch = ct.vocoder_batch([-1], ct.LFR_N_SAMPLES, seed=0)  # NeMo's random crop of the fixture sentence
-    nemo_step = ct.official_stepper(model, {k: v for k, v in batch.items()})
+    batch = ct.vocoder_batch([-1], n_samples, seed=0)  # NeMo's random crop of the fixture sentence
+    nemo_step = ct.official_stepper(model, batch, tdev)
     nemo_losses: list = []
 
     def torch_step():
@@ -71,7 +81,11 @@ def main(argv: list[str]) -> int:
         ct.save_wavlm(model, os.path.join(tmp, "hf"))
         conv = cw.convert(os.path.join(tmp, "hf"))
         checkpoint.save(os.path.join(tmp, "wavlm"), "wavlm", conv.config, conv.params)
-        cfg = config_lib.load(CONFIG, ["batch_size=1", f"train.wavlm={os.path.join(tmp, 'wavlm')}"])
+        raw = config_lib.apply_overrides(read_yaml(CONFIG, "config", "give NeMo's codec YAML"), [
+            "batch_size=1", f"train_n_samples={n_samples}", f"train.wavlm={os.path.join(tmp, 'wavlm')}"], CONFIG)
+        if args.small:  # NeMo's model sections, as built above
+            raw["model"].update({k: nemo_cfg[k] for k in ("audio_encoder", "audio_decoder", "discriminator")})
+        cfg = config_lib.from_raw(raw, CONFIG)
         # one long epoch: the discriminator updates on steps 0, 2, 4, ... as NeMo's batch_idx 0, 1, 2, ...
         task = lambda c: CodecTask(c, steps_per_epoch=1000)  # noqa: E731
         jbatch = {"audio": batch["audio"], "audio_len": batch["audio_lens"].astype("int32")}
@@ -82,8 +96,9 @@ def main(argv: list[str]) -> int:
     n_d = sum(p.numel() for n, p in model.named_parameters() if n.startswith("discriminator.")
               and ct.SLM_PREFIX not in n)
     n_w = sum(p.numel() for p in ct.wavlm(model).parameters())
-    print(f"config codec_lfr_22050.yaml: generator {n_g / 1e6:.2f} M, discriminators {n_d / 1e6:.2f} M parameters "
-          f"(+ WavLM base-plus architecture, random, {n_w / 1e6:.1f} M, frozen); batch 1 x {batch['audio'].shape[1]}; "
+    print(f"config codec_lfr_22050.yaml{' (small)' if args.small else ''}: generator {n_g / 1e6:.2f} M, discriminators {n_d / 1e6:.2f} M parameters "
+          f"(+ WavLM {'stand-in' if args.small else 'base-plus architecture'}, random, {n_w / 1e6:.1f} M, frozen); "
+          f"batch 1 x {batch['audio'].shape[1]}; "
           f"{runtime_line(t_compile)}")
     # the last call's two steps: d_loss of the first (discriminator update), loss_gen_all of both
     losses = {"jax": [jax_metrics[0]["d_loss"]] + [m["loss_gen_all"] for m in jax_metrics],

@@ -276,14 +276,16 @@ def _num(v) -> float:
     return float(v.detach()) if hasattr(v, "detach") else float(v)
 
 
-def official_stepper(model, batch: dict):
+def official_stepper(model, batch: dict, device=None):
     """A function that runs one NeMo ``model.training_step(batch, batch_idx)`` per call, batch_idx 0, 1, 2, ...
     in one epoch (no scheduler step), with the model's own two Adam optimizers and the plumbing of
     ``run_steps`` (no gradient copies: for timing), and returns {'loss_gen_all', and 'd_loss' on discriminator
-    update steps} of that step."""
+    update steps} of that step. ``device``: where the batch goes (default: the CPU)."""
     import itertools
 
     tb = as_torch_batch(batch)
+    if device is not None:
+        tb = {k: v.to(device) for k, v in tb.items()}
     plumbing = _Plumbing(model, record_grads=False)
     batch_idx = itertools.count()
 
