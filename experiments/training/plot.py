@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     met = read_jsonl(os.path.join(args.run_dir, "metrics.jsonl"))
     vkey = next(k for k in VAL_MEL if k in val[0])
     keys = args.loss or [k for k in LOSSES if k in met[0]]
-    if "d_loss" in keys:  # the codec: NeMo's d_loss is the generic step's loss_disc_all
+    if "d_loss" in keys and "loss_disc_all" in keys:  # the codec: NeMo's d_loss is the generic step's loss_disc_all
         keys.remove("loss_disc_all")
     books = sorted({int(m.group(1)) for k in val[0] for m in [CODEBOOK.match(k)] if m})
     usage = [("used", "codes used (fraction, validation)"), ("perplexity", "code perplexity (validation)")]
