@@ -369,9 +369,36 @@ def small_discriminator(sample_rate: int = 22050) -> dict:
          "input_sr": sample_rate, "slm_hidden": 32, "slm_layers": 2, "initial_channel": 8}]}
 
 
+def standin_wavlm_config():
+    """The small random WavLM that stands in for microsoft/wavlm-base-plus offline (``transformers.WavLMConfig``):
+    width 32, one layer (2 hidden states: SLM discriminator ``slm_hidden`` 32, ``slm_layers`` 2)."""
+    import transformers
+
+    return transformers.WavLMConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+
+
+_offline_wavlm_architecture: dict | None = None  # set inside offline_wavlm_architecture()
+
+
+@contextlib.contextmanager
+def offline_wavlm_architecture(**arch):
+    """Inside, the offline WavLM of ``use_offline_wavlm`` is a random ``transformers.WavLMModel`` of the
+    architecture ``arch`` (``transformers.WavLMConfig`` keys, e.g. ``conversion.wavlm.BASE_PLUS``) instead of
+    the small stand-in."""
+    global _offline_wavlm_architecture
+    old, _offline_wavlm_architecture = _offline_wavlm_architecture, arch
+    try:
+        yield
+    finally:
+        _offline_wavlm_architecture = old
+
+
 def use_offline_wavlm() -> None:
     """NeMo's SLMDiscriminator downloads WavLM from a hub; offline, give it a small randomly initialised
-    ``transformers.WavLMModel`` instead (NeMo leaves WavLM's weights out of the saved state dict anyway)."""
+    ``transformers.WavLMModel`` instead (NeMo leaves WavLM's weights out of the saved state dict anyway;
+    ``offline_wavlm_architecture`` chooses another architecture)."""
     import transformers
     from nemo.collections.tts.modules import audio_codec_modules as acm
 
@@ -383,10 +410,9 @@ def use_offline_wavlm() -> None:
 
         def __init__(self, slm_model_name):
             super().__init__()
-            self.ssl_model = transformers.WavLMModel(transformers.WavLMConfig(
-                hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
-                num_conv_pos_embedding_groups=2))
+            arch = _offline_wavlm_architecture
+            self.ssl_model = transformers.WavLMModel(
+                standin_wavlm_config() if arch is None else transformers.WavLMConfig(**arch))
 
         def forward(self, *args, **kwargs):
             return self.ssl_model(*args, **kwargs)

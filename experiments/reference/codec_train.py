@@ -84,14 +84,17 @@ def small_config(**overrides) -> dict:
     return cfg
 
 
-def lfr_config_full() -> dict:
-    """The LFR model config at full size (the stand-in WavLM stays small: no hub here). A float32 + float64
-    ``reference_run`` of it holds over 14 GB (stopped there on the 23 GB shared machine, 2026-11-29)."""
+def lfr_config_full(standin_wavlm: bool = True) -> dict:
+    """The LFR model config at full size; with ``standin_wavlm`` the SLM discriminator sized to the small
+    stand-in WavLM (no hub here), else to wavlm-base-plus (build the model inside
+    ``conversion.codec.offline_wavlm_architecture(**conversion.wavlm.BASE_PLUS)``). A float32 + float64
+    ``reference_run`` of it (stand-in) holds over 14 GB (stopped there on the 23 GB shared machine, 2026-11-29)."""
     from conversion import codec as cc
 
     cfg = cc.lfr_config()
-    slm = cfg["discriminator"]["discriminators"][2]
-    slm.update(slm_hidden=32, slm_layers=2)  # the stand-in WavLM's width and hidden-state count
+    if standin_wavlm:
+        slm = cfg["discriminator"]["discriminators"][2]
+        slm.update(slm_hidden=32, slm_layers=2)  # the stand-in WavLM's width and hidden-state count
     cfg["max_steps"] = 1000
     return cfg
 
@@ -240,14 +243,15 @@ def _param_names(model) -> dict[int, str]:
 class _Plumbing:
     """Lightning's side of manual optimisation, reduced to what AudioCodecModel.training_step calls."""
 
-    def __init__(self, model):
+    def __init__(self, model, record_grads: bool = True):
         optimizers, schedulers = model.configure_optimizers()
         self.optim_g, self.optim_d = optimizers
         self.schedulers = [s["scheduler"] if isinstance(s, dict) else s for s in schedulers]
         names = _param_names(model)
         self.records: dict[str, Any] = {}
         for opt, key in ((self.optim_g, "grads_g"), (self.optim_d, "grads_d")):
-            opt.register_step_pre_hook(self._grad_hook(key, names))
+            if record_grads:
+                opt.register_step_pre_hook(self._grad_hook(key, names))
         model.optimizers = lambda use_pl_optimizer=True: (self.optim_g, self.optim_d)
         model.lr_schedulers = lambda: self.schedulers
         model.manual_backward = self._backward
@@ -270,6 +274,30 @@ class _Plumbing:
 
 def _num(v) -> float:
     return float(v.detach()) if hasattr(v, "detach") else float(v)
+
+
+def official_stepper(model, batch: dict, device=None):
+    """A function that runs one NeMo ``model.training_step(batch, batch_idx)`` per call, batch_idx 0, 1, 2, ...
+    in one epoch (no scheduler step), with the model's own two Adam optimizers and the plumbing of
+    ``run_steps`` (no gradient copies: for timing), and returns {'loss_gen_all', and 'd_loss' on discriminator
+    update steps} of that step. ``device``: where the batch goes (default: the CPU)."""
+    import itertools
+
+    tb = as_torch_batch(batch)
+    if device is not None:
+        tb = {k: v.to(device) for k, v in tb.items()}
+    plumbing = _Plumbing(model, record_grads=False)
+    batch_idx = itertools.count()
+
+    def step() -> dict:
+        plumbing.new_step()
+        model.training_step(tb, next(batch_idx))
+        out = {"loss_gen_all": plumbing.records["backward"][-1]}
+        if "d_loss" in plumbing.records["logged"]:
+            out["d_loss"] = plumbing.records["logged"]["d_loss"]
+        return out
+
+    return step
 
 
 def run_steps(model, batch: dict, epochs: Sequence[int] = (2,), *, float64: bool = False) -> list[dict]:
