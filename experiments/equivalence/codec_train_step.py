@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-PHASES = ("nemo32", "nemo64", "jax")
+PHASES = ("nemo32", "jax", "nemo64")  # jaxvoc vs NeMo float32 first: NeMo float64 is the longest and largest
 STEPS = 2
 BATCHES_PER_EPOCH = 2  # the reference run's epoch: batch_idx 0 (discriminator update) and 1 (none)
 # issue 12, item 5
@@ -263,44 +263,48 @@ def compare(work: str) -> dict:
     from experiments.reference import codec_train as ct
 
     initial = _Lazy(np.load(os.path.join(work, "initial.npz"), allow_pickle=False), "")
-    runs = {p: load_steps(os.path.join(work, p)) for p in PHASES}
+    done = [p for p in PHASES if _done(work, p)]
+    runs = {p: load_steps(os.path.join(work, p)) for p in done}
     vs32 = ct.compare_runs(runs["jax"], runs["nemo32"], initial)
-    vs64 = ct.compare_runs(runs["jax"], runs["nemo64"], initial)
-    own = ct.compare_runs(runs["nemo32"], runs["nemo64"], initial)
+    vs64 = ct.compare_runs(runs["jax"], runs["nemo64"], initial) if "nemo64" in runs else None
+    own = ct.compare_runs(runs["nemo32"], runs["nemo64"], initial) if "nemo64" in runs else None
+    pick = lambda rows, s, key, f: None if rows is None else f(rows[s][key])  # noqa: E731
     rows = []
     for s in range(STEPS):
-        for term, ref in own[s]["losses"].items():
-            b = LOSS_REL if s == 0 else bound(LOSS_REL, ref)
-            rows.append({"step": s, "quantity": f"loss {term}", "kind": "relative error",
-                         "jax_vs_nemo32": vs32[s]["losses"][term], "jax_vs_nemo64": vs64[s]["losses"][term],
-                         "nemo32_vs_nemo64": ref, "bound": b})
+        for term, err in vs32[s]["losses"].items():
+            ref = pick(own, s, "losses", lambda d: d[term])
+            b = LOSS_REL if s == 0 or ref is None else bound(LOSS_REL, ref)
+            rows.append({"step": s, "quantity": f"loss {term}", "kind": "relative error", "jax_vs_nemo32": err,
+                         "jax_vs_nemo64": pick(vs64, s, "losses", lambda d: d[term]), "nemo32_vs_nemo64": ref,
+                         "bound": b})
         for key in ("grads_g", "grads_d", "update_g", "update_d"):
-            if key not in own[s]:
+            if key not in vs32[s]:
                 continue
-            o = own[s][key]
             for kind, f, issue in (("1 - cos", lambda m: 1 - m["cos"], GRAD_COS),
                                    ("relative norm difference", lambda m: m["norm_diff"], GRAD_NORM)):
-                b = issue if (s == 0 and key.startswith("grads")) else bound(issue, f(o))
-                rows.append({"step": s, "quantity": key, "kind": kind, "size": o["size"],
-                             "jax_vs_nemo32": f(vs32[s][key]), "jax_vs_nemo64": f(vs64[s][key]),
-                             "nemo32_vs_nemo64": f(o), "bound": b})
+                ref = pick(own, s, key, f)
+                b = issue if (s == 0 and key.startswith("grads")) or ref is None else bound(issue, ref)
+                rows.append({"step": s, "quantity": key, "kind": kind, "size": vs32[s][key]["size"],
+                             "jax_vs_nemo32": f(vs32[s][key]), "jax_vs_nemo64": pick(vs64, s, key, f),
+                             "nemo32_vs_nemo64": ref, "bound": b})
     for r in rows:
-        r["holds"] = bool(r["jax_vs_nemo32"] <= r["bound"] and r["jax_vs_nemo64"] <= r["bound"])
+        r["holds"] = bool(all(r[k] is None or r[k] <= r["bound"] for k in ("jax_vs_nemo32", "jax_vs_nemo64")))
     info = {}
-    for p in PHASES:
+    for p in done:
         with open(os.path.join(work, p + ".done.json")) as f:
             info[p] = json.load(f)
-    losses = {p: [dict(s["losses"]) for s in runs[p]] for p in PHASES}
-    return {"rows": rows, "phases": info, "losses": losses,
-            "disc_updated": {p: [s["disc_updated"] for s in runs[p]] for p in PHASES}}
+    losses = {p: [dict(s["losses"]) for s in runs[p]] for p in done}
+    return {"rows": rows, "phases": info, "losses": losses, "missing": [p for p in PHASES if p not in done],
+            "disc_updated": {p: [s["disc_updated"] for s in runs[p]] for p in done}}
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| step | quantity | jaxvoc vs NeMo float32 | jaxvoc vs NeMo float64 | NeMo float32 vs float64 | "
              "bound | holds |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "—" if v is None else f"{v:.1e}"  # noqa: E731
     for r in rows:
-        lines.append(f"| {r['step']} | {r['quantity']} {r['kind']} | {r['jax_vs_nemo32']:.1e} | "
-                     f"{r['jax_vs_nemo64']:.1e} | {r['nemo32_vs_nemo64']:.1e} | {r['bound']:.1e} | "
+        lines.append(f"| {r['step']} | {r['quantity']} {r['kind']} | {fmt(r['jax_vs_nemo32'])} | "
+                     f"{fmt(r['jax_vs_nemo64'])} | {fmt(r['nemo32_vs_nemo64'])} | {r['bound']:.1e} | "
                      f"{'yes' if r['holds'] else 'NO'} |")
     return "\n".join(lines)
 
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.phase:
         run_phase(args.phase, args)
         return 0
-    t0, load0 = time.time(), os.getloadavg()
+    t0, load0, failed = time.time(), os.getloadavg(), []
     for phase in PHASES:
         if _done(args.work, phase):
             print(f"{phase}: already in {args.work}", flush=True)
@@ -329,9 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.time()
         cmd = [sys.executable, "-m", "experiments.equivalence.codec_train_step", *_phase_args(args), "--phase", phase]
         rc = subprocess.call(cmd)
-        if rc != 0:
-            print(f"{phase} failed (exit {rc})", file=sys.stderr)
-            return 1
+        if rc != 0:  # the comparison is made of the phases that ran (NeMo float64 may not fit in memory)
+            print(f"{phase} failed (exit {rc}, load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+            failed.append(phase)
+            if phase != "nemo64":
+                return 1
+            continue
         print(f"{phase}: {time.time() - t:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     rep = compare(args.work)
     import jax
@@ -350,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with atomic_file(args.report) as tmp, open(tmp, "w") as f:
             json.dump(rep, f, indent=1)
-    return 0 if all(r["holds"] for r in rep["rows"]) else 1
+    if rep["missing"]:
+        print(f"not run: {', '.join(rep['missing'])} (the figures beside it are missing)")
+    return 0 if all(r["holds"] for r in rep["rows"]) and not failed else 1
 
 
 def _phase_args(args) -> list[str]:
