@@ -223,7 +223,10 @@ def run_phase(phase: str, args) -> None:
         model = ct.float64_model(cfg, load_file(w("initial_full.safetensors")), args.seed, arch)
         save_steps(w("nemo64"), ct.run_steps(model, _read_batch(args.work), (STEPS,), float64=True))
     elif phase == "jax":
+        import shutil
+
         cfg, _ = _read_config(args.work)
+        shutil.rmtree(w("wavlm"), ignore_errors=True)  # an earlier try's conversion
         convert_wavlm(w("wavlm_hf"), w("wavlm"))
         initial = dict(np.load(w("initial.npz"), allow_pickle=False))
         res = jax_steps(cfg, initial, _read_batch(args.work), w("wavlm"), keep_states=False,
