@@ -58,12 +58,10 @@ def main(argv: list[str]) -> int:
     # NeMo's side: the LFR model, WavLM of base-plus's architecture (random), Lightning's training modes
     tdev, sync = torch_device(args.device)
     if args.small:
-        nemo_cfg, n_samples, arch = ct.small_config(), 6144, contextlib.nullcontext()
+        nemo_cfg, n_samples, arch = ct.small_config(), 6144, cc.WAVLM_SMALL
     else:
-        nemo_cfg, n_samples = ct.lfr_config_full(standin_wavlm=False), ct.LFR_N_SAMPLES
-        arch = cc.offline_wavlm_architecture(**cw.BASE_PLUS)
-    with arch:
-        model = cc.build_nemo_model(nemo_cfg, seed=0, randomize=False)
+        nemo_cfg, n_samples, arch = ct.lfr_config_full(), ct.LFR_N_SAMPLES, cc.WAVLM_BASE_PLUS
+    model = cc.build_nemo_model(nemo_cfg, seed=0, randomize=False, wavlm=arch)
     ct.set_training_modes_(model)
     model = model.to(tdev)
     batch = ct.vocoder_batch([-1], n_samples, seed=0)  # NeMo's random crop of the fixture sentence
