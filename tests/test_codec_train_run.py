@@ -251,7 +251,7 @@ def test_codec_init_from_nemo(standin, tmp_path):
     nemo = {k: v.detach().numpy() for k, v in standin["model"].state_dict().items()}
     named = {k for k, _ in standin["model"].named_parameters() if ".slm_model.ssl_model." not in k}
     assert named <= set(mine), sorted(named - set(mine))[:5]
-    assert any(k.startswith("discriminator.") for k in named)
+    assert any(k.startswith("discriminator.") for k in named) and set(mine) <= set(nemo), set(mine) - set(nemo)
     differ = [k for k in mine if not np.array_equal(mine[k], nemo[k])]
     assert not differ, differ[:5]
 

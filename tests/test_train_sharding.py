@@ -13,6 +13,9 @@ parameter *updates* (params - initial params) are a stricter measure: Adam's fir
 sign(g) * lr, so a gradient component that is a sum with heavy cancellation (conv_pre's bias: a sum over
 batch and time of the output gradient) gets an O(lr) change from rounding alone. They are reported and
 must agree within 1e-4.
+
+The codec's step (issue 12) is checked the same way, with ``run_on_cpu_devices``, ``check_layout`` and
+train_standin.layouts_vs_single, in tests/test_codec_train_run.py.
 """
 
 from __future__ import annotations
