@@ -146,7 +146,8 @@ def runs(standin):
     assert len(train_files) == 8 and len(val_files) == 1
     manifest = write_manifest(tmp / "train.jsonl", [f.path for f in train_files] + [os.path.join(wavs, "short.wav")],
                               SR)
-    set_b = codec_settings(standin["wavlm"], input_training_file=manifest, checkpoint_path=run_b, **common)
+    set_b = codec_settings(standin["wavlm"], input_training_file=manifest, input_wavs_dir=str(tmp),  # audio_dir
+                           checkpoint_path=run_b, **common)
     init = ["--init", standin["codec"]]
     out_a, out_b, resumed_from = kill_and_resume([CODEC_TINY, *set_args(set_a), *init],
                                                  [CODEC_TINY, *set_args(set_b), *init], run_b, 3, cli_env())
