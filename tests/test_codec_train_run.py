@@ -149,8 +149,8 @@ def runs(standin):
     set_b = codec_settings(standin["wavlm"], input_training_file=manifest, input_wavs_dir=str(tmp),  # audio_dir
                            checkpoint_path=run_b, **common)
     init = ["--init", standin["codec"]]
-    out_a, out_b, resumed_from = kill_and_resume([CODEC_TINY, *set_args(set_a), *init],
-                                                 [CODEC_TINY, *set_args(set_b), *init], run_b, 3, cli_env())
+    out_a, out_b, resumed_from = kill_and_resume([CODEC_TINY, *set_args(set_a)], [CODEC_TINY, *set_args(set_b)],
+                                                 run_b, 3, cli_env(), start=init)
     return {"a": run_a, "b": run_b, "out_a": out_a, "out_b": out_b, "resumed_from": resumed_from}
 
 

@@ -30,14 +30,15 @@ def checkpoint_state(run, step: int):
     return ocp.StandardCheckpointer().restore(os.path.join(run, "checkpoints", str(step), "state"))
 
 
-def kill_and_resume(args_a, args_b, run_b, kill_after: int, env) -> tuple[str, str, int]:
-    """`jaxvoc train ARGS_A` to its end; `jaxvoc train ARGS_B` killed with SIGKILL once it has reported step
-    ``kill_after``, then `jaxvoc train ARGS_B --resume` to its end. Returns (stdout of A, stdout of the resumed
-    run, the step it resumed from)."""
-    a = subprocess.run(_cmd(*args_a), capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+def kill_and_resume(args_a, args_b, run_b, kill_after: int, env, start=()) -> tuple[str, str, int]:
+    """`jaxvoc train ARGS_A START` to its end; `jaxvoc train ARGS_B START` killed with SIGKILL once it has
+    reported step ``kill_after``, then `jaxvoc train ARGS_B --resume` to its end (``start``: arguments of a
+    fresh start only, e.g. --init). Returns (stdout of A, stdout of the resumed run, the step it resumed
+    from)."""
+    a = subprocess.run(_cmd(*args_a, *start), capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert a.returncode == 0, a.stderr[-2000:]
 
-    proc = subprocess.Popen(_cmd(*args_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    proc = subprocess.Popen(_cmd(*args_b, *start), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env=env)
     seen = []
     for line in proc.stdout:
