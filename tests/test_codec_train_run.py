@@ -140,7 +140,11 @@ def test_codec_train_end_to_end(standin, runs, tmp_path):
     assert [m["disc_updated"] for m in metrics] == [1.0, 0.0, 1.0, 0.0]
     assert [m["d_loss"] > 0 for m in metrics] == [True, False, True, False]
     val = [json.loads(line) for line in open(os.path.join(run, "validation.jsonl"))]
-    assert [v["step"] for v in val] == [0, 2, 4] and all(set(v) == {"step", *NEMO_VAL_LOSSES} for v in val)
+    # NeMo's validation losses, and the codebook usage of each FSQ group (docs/codec.md, "Codebook usage")
+    n_codebooks = standin["model"].vector_quantizer.num_codebooks
+    usage = {f"codebook{c}_{s}" for c in range(n_codebooks) for s in ("used", "perplexity")}
+    assert [v["step"] for v in val] == [0, 2, 4]
+    assert all(set(v) == {"step", *NEMO_VAL_LOSSES, *usage} for v in val), val[0].keys()
     # TensorBoard: the same scalars, mel images and audio of the validation clip (generated and ground truth)
     ev = EventAccumulator(os.path.join(run, "logs"), size_guidance={"scalars": 0, "images": 0, "audio": 0}).Reload()
     tags = ev.Tags()
