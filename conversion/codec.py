@@ -379,14 +379,6 @@ WAVLM_SMALL = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, i
 WAVLM_BASE_PLUS = BASE_PLUS
 
 
-def standin_wavlm_config():
-    """``WAVLM_SMALL`` as a ``transformers.WavLMConfig`` (the smoke run's stand-in, written as a Hugging Face
-    folder): width 32, one layer, so the SLM discriminator's ``slm_hidden`` 32 and ``slm_layers`` 2."""
-    import transformers
-
-    return transformers.WavLMConfig(**WAVLM_SMALL)
-
-
 def use_offline_wavlm(architecture: dict | None = None) -> None:
     """NeMo's SLMDiscriminator downloads WavLM from a hub; offline, give it a randomly initialised
     ``transformers.WavLMModel`` of ``architecture`` (default ``WAVLM_SMALL``) instead, for the models built

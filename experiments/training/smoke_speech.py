@@ -6,7 +6,7 @@
 writes OUT/24000/*.wav and OUT/22050/*.wav (runs/ is git-ignored). Needs espeak-ng and sox.
 
 The codec's SLM discriminator needs a WavLM; with no hub here, ``--wavlm DIR`` also writes a stand-in: a small
-randomly initialised ``transformers.WavLMModel`` (``conversion.codec.standin_wavlm_config``, not
+randomly initialised ``transformers.WavLMModel`` (``conversion.codec.WAVLM_SMALL``, not
 microsoft/wavlm-base-plus), saved as a Hugging Face folder and converted by ``conversion/wavlm.py`` to the
 jaxvoc checkpoint DIR, and prints the ``jaxvoc train`` overrides that give the tiny codec config that WavLM
 (``train.wavlm`` and the SLM discriminator's ``slm_hidden`` / ``slm_layers``).
@@ -56,7 +56,7 @@ def write_standin_wavlm(out: str, seed: int = 0) -> list[str]:
     from jaxvoc.io import checkpoint
 
     torch.manual_seed(seed)
-    wavlm_cfg = cc.standin_wavlm_config()
+    wavlm_cfg = transformers.WavLMConfig(**cc.WAVLM_SMALL)
     with tempfile.TemporaryDirectory() as hf:
         transformers.WavLMModel(wavlm_cfg).save_pretrained(hf)
         conv = cw.convert(hf)
