@@ -168,7 +168,7 @@ def codec_settings(wavlm: str, **train) -> list[str]:
     numbers: the period discriminator and every discriminator and loss against NeMo are in
     tests/test_codec_gan.py and tests/test_codec_train_step.py (the whole step, small_discriminator), and the
     .nemo round trip with all three kinds in tests/test_export.py; leaving the period discriminator and one STFT
-    resolution out here saves about a tenth of the step's compilation."""
+    resolution out here makes the step these runs compile smaller."""
     import json
 
     from conversion import codec as cc
