@@ -1,5 +1,5 @@
-"""jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN) or WaveGlow (flow)
-from a config file.
+"""jaxvoc train CONFIG [--set KEY=VALUE]... [--resume] [--init CKPT]: train BigVGAN (GAN), WaveGlow (flow) or
+NeMo's audio codec (GAN) from a config file.
 
 CONFIG is an official config.json with a "train" section, or for the codec NeMo's training YAML with a "train:"
 section (see experiments/training/configs/, docs/training.md and docs/codec.md).
