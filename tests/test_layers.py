@@ -98,8 +98,8 @@ def _official_strided_convs():
 
 @pytest.mark.parametrize("which", range(5))
 def test_strided_conv2d_gradients_match_official(which):
-    """The sub-pixel input gradient of strided 2D convolutions (jaxvoc.nn.conv.conv_nd's custom VJP) and the
-    kernel gradient beside it, against torch autograd of the official discriminators' weight-normed
+    """The sub-pixel input gradient of strided 2D convolutions (jaxvoc.nn.conv.conv_nd's custom VJP; MRD, CQTD)
+    and the kernel gradient beside it (MPD's layer: autodiff's, kept where sub-pixel was not faster), against torch autograd of the official discriminators' weight-normed
     convolutions: gradients to the input, weight_v, weight_g and the bias. >= 110 dB from torch float32 and the
     float64 rule as tests/test_wavlm.py's (no further from torch's float64 run than torch float32 is, 3 dB
     margin, or >= 130 dB from it): the sub-pixel input gradient sums the same products in another order, which
@@ -118,9 +118,9 @@ def test_strided_conv2d_gradients_match_official(which):
         with torch.no_grad():  # gains away from the norm, a bias: every factor of the parametrisation matters
             m.weight_g.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, m.weight_g.shape).astype(np.float32)))
             m.bias.copy_(torch.from_numpy(rng.standard_normal(m.bias.shape).astype(np.float32)))
-        return m.to(dtype)
+        return name, m.to(dtype)
 
-    mod = module(torch.float32)
+    name, mod = module(torch.float32)
     cout, cin, kh, kw = mod.weight_v.shape
     x = np.random.default_rng(7).standard_normal((2, cin, 37, 50)).astype(np.float32)  # ragged phase ends
 
@@ -131,7 +131,7 @@ def test_strided_conv2d_gradients_match_official(which):
         y.backward(gt)
         return [t.detach().double().numpy() for t in (xt.grad, m.weight_v.grad, m.weight_g.grad, m.bias.grad)], gt
 
-    (ref, gt), (ref64, _) = official(mod, torch.float32), official(module(torch.float64), torch.float64)
+    (ref, gt), (ref64, _) = official(mod, torch.float32), official(module(torch.float64)[1], torch.float64)
     gt = gt.float()
     conv = Conv2d(cout, (kh, kw), stride=tuple(mod.stride), dilation=tuple(mod.dilation),
                   padding=tuple(mod.padding), weight_norm=True)

@@ -132,14 +132,17 @@ def conv_nd(x: Array, kernel: Array, stride: tuple[int, ...], padding: tuple[tup
             dilation: tuple[int, ...], groups: int = 1, precision=None) -> Array:
     """A channels-last 1D or 2D convolution (x [B, *spatial, Cin], kernel [*taps, Cin/groups, Cout]).
 
-    When it is strided (one group, no dilation along the strided axes), its input gradient is written out in
-    sub-pixel form (:func:`_strided_conv`): autodiff would emit a convolution over the output gradient
-    dilated by the stride (``lhs_dilation``), which XLA's CPU backend runs 2-3x slower than the forward
-    pass and its fast convolution paths (oneDNN, YNNPACK) refuse. The forward pass is the same XLA
-    convolution either way."""
+    When it is strided (one group, no dilation along the strided axes) and has an unstrided axis with several
+    taps (the CQTD's and MRD's (3, 9) stride (1, 2) layers), its input gradient is written out in sub-pixel
+    form (:func:`strided_input_grad`): autodiff would emit a convolution over the output gradient dilated by
+    the stride (``lhs_dilation``), which XLA's CPU backend runs 2-3x slower than the forward pass and its
+    fast convolution paths (oneDNN, YNNPACK) refuse. The forward pass is the same XLA convolution either way.
+    Other strided convolutions (MPD's (5, 1) stride (3, 1), 1D) keep autodiff's gradient: for the MPD the
+    sub-pixel form was not faster (docs/training.md, "Gradients without slow convolutions")."""
     stride, dilation = tuple(stride), tuple(dilation)
     padding = tuple(tuple(p) for p in padding)
-    if groups == 1 and any(s > 1 for s in stride) and all(d == 1 for s, d in zip(stride, dilation) if s > 1):
+    if (groups == 1 and any(s > 1 for s in stride) and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
+            and any(s == 1 and k > 1 for s, k in zip(stride, kernel.shape))):
         return _strided_conv(x, kernel, stride, padding, dilation, precision)
     return _conv(x, kernel, stride, padding, dilation, groups, precision)
 
@@ -165,15 +168,13 @@ _strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 def strided_input_grad(g: Array, kernel: Array, in_size: tuple[int, ...], stride, padding, dilation,
                        precision=None) -> Array:
-    """:func:`conv_input_grad`, with one partial gradient per kernel tap along the first unstrided axis that
-    has several, added pairwise: each sums a third (for 3 taps) of the products in its own accumulator. One
+    """:func:`conv_input_grad`, with one partial gradient per kernel tap along the first unstrided axis with
+    several (there must be one), added pairwise: each sums a third (for 3 taps) of the products in its own accumulator. One
     convolution summing them all lands up to 6 dB further from float64 than torch's gradient with 8 to 32
     channels (tests/test_layers.py); by taps it is within torch's, ~1.2x the time of the single convolution
     and still ~2x faster than autodiff's (experiments/profile/strided_grads.py --ops)."""
-    rows = [a for a, s in enumerate(stride) if s == 1 and kernel.shape[a] > 1][:1]
-    if not rows:
-        return conv_input_grad(g, kernel, in_size, stride, padding, dilation, precision)
-    a, d, (pl, pr) = rows[0], dilation[rows[0]], padding[rows[0]]
+    a = next(a for a, s in enumerate(stride) if s == 1 and kernel.shape[a] > 1)
+    d, (pl, pr) = dilation[a], padding[a]
     K = kernel.shape[a]
     parts = [conv_input_grad(g, jax.lax.slice_in_dim(kernel, i, i + 1, axis=a), in_size, stride,
                              padding[:a] + ((pl - d * i, pr - d * (K - 1 - i)),) + padding[a + 1:], dilation,
