@@ -1,7 +1,8 @@
 """A/B of the strided convolutions' input gradient: the published BigVGAN discriminators (MPD and CQTD, or
 MRD), forward + backward to their parameters and to the fake input as in experiments/profile/train_bigvgan.py,
 with jaxvoc's sub-pixel input gradient (jaxvoc.nn.conv.conv_nd) and with autodiff's base-dilated one, both
-jitted in one process and timed alternately (medians).
+jitted in one process and timed alternately (medians). The MPD's (5, 1) stride (3, 1) layers keep autodiff's
+gradient in jaxvoc (conv_nd), so its two rows run the same program: their ratio is the run's noise.
 
     python -m experiments.profile.strided_grads [--config NAME] [--segment 8192] [--repeats 3]
     python -m experiments.profile.strided_grads --ops [--repeats 5]
