@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from conversion import common
+from conversion.wavlm import BASE_PLUS
 from jaxvoc.models.codec import FINGERPRINT_KEY, AudioCodec, CodecConfig, fingerprint
 from jaxvoc.models.codec_discriminators import CodecDiscriminatorConfig
 from jaxvoc.models.codec_discriminators import init_params as init_discriminator
@@ -369,29 +370,36 @@ def small_discriminator(sample_rate: int = 22050) -> dict:
          "input_sr": sample_rate, "slm_hidden": 32, "slm_layers": 2, "initial_channel": 8}]}
 
 
-def use_offline_wavlm() -> None:
-    """NeMo's SLMDiscriminator downloads WavLM from a hub; offline, give it a small randomly initialised
-    ``transformers.WavLMModel`` instead (NeMo leaves WavLM's weights out of the saved state dict anyway)."""
+# Stand-in WavLMs for NeMo's SLM discriminator (transformers.WavLMConfig keys; random weights, no hub here):
+# a small one, and microsoft/wavlm-base-plus's architecture (its config.json's architecture keys; the rest are
+# transformers' defaults, which equal that file's).
+WAVLM_SMALL = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                   conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
+                   num_conv_pos_embedding_groups=2)
+WAVLM_BASE_PLUS = BASE_PLUS
+
+
+def use_offline_wavlm(architecture: dict | None = None) -> None:
+    """NeMo's SLMDiscriminator downloads WavLM from a hub; offline, give it a randomly initialised
+    ``transformers.WavLMModel`` of ``architecture`` (default ``WAVLM_SMALL``) instead, for the models built
+    from now on (NeMo leaves WavLM's weights out of the saved state dict anyway)."""
     import transformers
     from nemo.collections.tts.modules import audio_codec_modules as acm
 
-    if getattr(acm.SSLModel, "_jaxvoc_offline", False):
-        return
+    if not getattr(acm.SSLModel, "_jaxvoc_offline", False):
+        class OfflineSSLModel(acm.NeuralModule):
+            _jaxvoc_offline = True
+            architecture = WAVLM_SMALL
 
-    class OfflineSSLModel(acm.NeuralModule):
-        _jaxvoc_offline = True
+            def __init__(self, slm_model_name):
+                super().__init__()
+                self.ssl_model = transformers.WavLMModel(transformers.WavLMConfig(**type(self).architecture))
 
-        def __init__(self, slm_model_name):
-            super().__init__()
-            self.ssl_model = transformers.WavLMModel(transformers.WavLMConfig(
-                hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
-                num_conv_pos_embedding_groups=2))
+            def forward(self, *args, **kwargs):
+                return self.ssl_model(*args, **kwargs)
 
-        def forward(self, *args, **kwargs):
-            return self.ssl_model(*args, **kwargs)
-
-    acm.SSLModel = OfflineSSLModel
+        acm.SSLModel = OfflineSSLModel
+    acm.SSLModel.architecture = dict(architecture or WAVLM_SMALL)
 
 
 def _quiet_nemo() -> None:
@@ -482,12 +490,13 @@ def _lsuv(module, run, last_target: float) -> None:
             h.remove()
 
 
-def build_nemo_model(cfg: dict, seed: int = 0, randomize: bool = True):
-    """``AudioCodecModel(cfg=...)`` with random weights from ``seed`` (offline WavLM), in eval mode."""
+def build_nemo_model(cfg: dict, seed: int = 0, randomize: bool = True, wavlm: dict | None = None):
+    """``AudioCodecModel(cfg=...)`` with random weights from ``seed`` (offline WavLM of architecture ``wavlm``,
+    default ``WAVLM_SMALL``), in eval mode."""
     import torch
     from omegaconf import OmegaConf
 
-    use_offline_wavlm()
+    use_offline_wavlm(wavlm)
     _quiet_nemo()
     from nemo.collections.tts.models import AudioCodecModel
 

@@ -28,6 +28,10 @@ WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 PREFIX = "wavlm."
 # base-model entries that do not define the hidden states (the time-masking vector of pre-training)
 IGNORED = ("masked_spec_embed",)
+# microsoft/wavlm-base-plus (its config.json's architecture keys; the rest are transformers' defaults, which
+# equal that file's): 94.4 M parameters, 13 hidden states of width 768
+BASE_PLUS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 conv_dim=[512] * 7, conv_bias=False, feat_extract_norm="group")
 
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
               "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}

@@ -7,7 +7,8 @@ stand-in WavLM written as a Hugging Face folder (``save_wavlm``), converted by c
 from that jaxvoc checkpoint; the same VocoderDataset batch (audio_lens 6144 and 5000). Two steps: batch_idx
 0 (discriminator update) and 1 (none, LFR's disc_update_period 2).
 
-What the optimizers receive is recorded by wrapping each optax transformation (``_recording``): the
+The JAX side is ``jax_steps`` of experiments/equivalence/codec_train_step.py (which runs the same comparison at
+the full LFR config): what the optimizers receive is recorded by wrapping each optax transformation, so the
 gradients are those of the step itself, compared by NeMo's parameter names (conversion.codec.nemo_state_dict).
 
 Bounds (issue 12, item 5). Step 0, from identical weights: every loss term <= 1e-5 relative; generator and
@@ -26,37 +27,17 @@ import optax
 import pytest
 
 import jax
-import jax.numpy as jnp
 
 from conversion import codec as cc
 from conversion import common
-from conversion import wavlm as cw
+from experiments.equivalence import codec_train_step as cts
 from experiments.reference import codec_train as ct
-from jaxvoc.io import checkpoint
-from jaxvoc.train import objective, optim
+from jaxvoc.train import objective
 from jaxvoc.train.codec import CodecObjective
 
-LOSS_REL = 1e-5
-GRAD_COS = 1e-5
-GRAD_NORM = 1e-4
-STEPS = 2
-
-
-def _bound(issue: float, official_rounding: float) -> float:
-    return max(issue, 2.0 * official_rounding)
-
-
-def _recording(tx):
-    """``tx`` with the gradients it was last given kept in its state: ``(grads, tx's state)``."""
-
-    def init(params):
-        return (jax.tree_util.tree_map(jnp.zeros_like, params), tx.init(params))
-
-    def update(grads, state, params=None, **extra):
-        updates, inner = tx.update(grads, state[1], params, **extra)
-        return updates, (grads, inner)
-
-    return optax.GradientTransformationExtraArgs(init, update)
+LOSS_REL, GRAD_COS, GRAD_NORM = cts.LOSS_REL, cts.GRAD_COS, cts.GRAD_NORM  # issue 12, item 5
+STEPS = cts.STEPS
+_bound = cts.bound
 
 
 @pytest.fixture(scope="module")
@@ -64,49 +45,10 @@ def steps(codec_reference_run, tmp_path_factory):
     run = codec_reference_run
     tmp = tmp_path_factory.mktemp("codec_step")
     ct.save_wavlm(run["model"], str(tmp / "wavlm_hf"))  # WavLM is frozen: the run left it unchanged
-    conv = cw.convert(str(tmp / "wavlm_hf"))
-    checkpoint.save(str(tmp / "wavlm"), "wavlm", conv.config, conv.params)
-    obj = CodecObjective(run["config"], wavlm=str(tmp / "wavlm"), source="small_config")
-
-    initial = run["initial_state_dict"]
-    params_g, extra = cc.convert_state_dict(common.normalize_keys(initial), obj.codec, "NeMo's initial weights")
-    params_d = {"discriminator": extra["discriminator"]}
-
-    h, batches_per_epoch = obj.hyper, 2  # the reference run's first epoch: batch_idx 0 and 1
-    tx_g, tx_d, schedule = optim.codec_optimizers(obj.training.optim, batches_per_epoch, 2)
-    tx_g, tx_d = _recording(tx_g), _recording(tx_d)
-    batch = {"audio": jnp.asarray(run["batch"]["audio"]),
-             "audio_len": jnp.asarray(run["batch"]["audio_lens"], jnp.int32)}
-    # the state as the loop's init makes it (checked against the converted weights' shapes), NeMo's weights in it
-    abstract = jax.eval_shape(lambda rng, b: objective.init_gan_state(obj, tx_g, tx_d, rng, obj.prepare(b)),
-                              jax.random.PRNGKey(0), batch)
-    state = {"step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(0), "params_g": params_g,
-             "params_d": params_d, "opt_g": tx_g.init(params_g), "opt_d": tx_d.init(params_d),
-             objective.FROZEN: obj.frozen_params()}
-    state = jax.tree_util.tree_map(jnp.asarray, state)
-    step = jax.jit(objective.make_gan_step(
-        obj, tx_g, tx_d, obj.prepare, clip_grad_norm=h.clip_grad_norm, lr_schedule=schedule,
-        disc_update=objective.periodic_disc_update(batches_per_epoch, h.disc_update_period,
-                                                   h.disc_updates_per_period, h.disc_start_epoch)))
-    out, states = [], [state]
-    for i in range(STEPS):
-        state, metrics = step(state, batch)
-        states.append(state)
-        host = jax.device_get({"m": metrics, "g": state["params_g"], "d": state["params_d"],
-                               "gg": state["opt_g"][0], "gd": state["opt_d"][0]})
-        updated = bool(host["m"]["disc_updated"])
-        sd_after = dict(initial)  # NeMo's names; buffers (windows, ...) stay as NeMo's, unchanged by a step
-        mine = cc.nemo_state_dict({"params": host["g"], "discriminator": host["d"]["discriminator"]})
-        assert set(mine) <= set(initial), sorted(set(mine) - set(initial))[:4]
-        sd_after.update(mine)
-        out.append({"batch_idx": i, "disc_updated": updated, "metrics": host["m"],
-                    "losses": {k: float(v) for k, v in host["m"].items()},
-                    "grads_g": cc.nemo_state_dict({"params": host["gg"]}),
-                    "grads_d": cc.nemo_state_dict({"params": {}, "discriminator": host["gd"]["discriminator"]})
-                    if updated else {},
-                    "state_dict": sd_after})
-    return {"run": run, "jax": out, "states": jax.device_get(states), "abstract": abstract, "step": step,
-            "wavlm": str(tmp / "wavlm")}
+    cts.convert_wavlm(str(tmp / "wavlm_hf"), str(tmp / "wavlm"))
+    res = cts.jax_steps(run["config"], run["initial_state_dict"], run["batch"], str(tmp / "wavlm"),
+                        source="small_config")
+    return {"run": run, **res, "wavlm": str(tmp / "wavlm")}
 
 
 def _rows(steps):
@@ -231,6 +173,7 @@ def test_validation_losses_match_nemo(codec_reference_run, steps):
         model.validation_step({"audio": torch.from_numpy(clip[None].copy()),
                                "audio_lens": torch.tensor([5000], dtype=torch.int32)}, 0)
     got, samples = CodecValidator(obj, [clip])({"params_g": params_g})
+    got = {k: v for k, v in got.items() if k.startswith("val_")}  # the codebook usage: test_codec_codebook_usage.py
     print({k: (got[k], logged[k]) for k in got})
     assert set(got) == set(logged) - {"val_loss_si_sdr"}
     for k, v in got.items():

@@ -1,4 +1,5 @@
-"""Shared layers against their references: the arithmetic float32 sine of Snake (jaxvoc.nn.activations.sin)."""
+"""Shared layers against their references: the arithmetic float32 sine of Snake (jaxvoc.nn.activations.sin),
+the anti-aliased activation's gradients, conv1d and its gradients."""
 
 from __future__ import annotations
 
@@ -145,3 +146,46 @@ def test_strided_conv2d_gradients_match_official(which):
     for what, o, r, r64 in zip(("input", "weight_v", "weight_g", "bias"), ours, ref, ref64):
         s, s64, t64 = assert_equivalent(o.astype(np.float64), r, r64, f"{name} {what}")
         print(f"{name} {what}: {s:.1f} dB vs torch float32; vs float64 {s64:.1f} dB (torch {t64:.1f} dB)")
+
+
+@pytest.mark.parametrize("as_2d", [False, True])
+@pytest.mark.parametrize("stride,dilation,groups,padding", [(1, 1, 1, (3, 3)), (1, 5, 1, (15, 15)),
+                                                            (2, 1, 1, (0, 2)), (1, 1, 4, (1, 1))])
+def test_conv1d_and_its_gradients_match_torch(stride, dilation, groups, padding, as_2d, monkeypatch):
+    """conv1d in both forms (1-D; 2-D with the 1-D form's gradients as its custom VJP) against torch's conv1d
+    and its autograd, on the input and the kernel; on the CPU the 2-D form's forward goes to YNNPACK, the
+    reason for it (docs/bigvgan.md#xla-cpu-options)."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from jaxvoc.nn import conv
+    from jaxvoc.nn.conv import conv1d
+
+    monkeypatch.setattr(conv, "CONV1D_AS_2D", as_2d)
+
+    B, T, C, O, K = 2, 200, 32, 48, 7
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, T, C)).astype(np.float32)
+    w = (rng.standard_normal((K, C // groups, O)) / np.sqrt(K * C)).astype(np.float32)
+
+    def f(x, w):
+        return conv1d(x, w, stride=stride, dilation=dilation, padding=padding, groups=groups)
+
+    y, vjp = jax.vjp(jax.jit(f), jnp.asarray(x), jnp.asarray(w))
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw = vjp(jnp.asarray(g))
+    xt = torch.from_numpy(x.transpose(0, 2, 1).copy()).requires_grad_(True)
+    wt = torch.from_numpy(w.transpose(2, 1, 0).copy()).requires_grad_(True)
+    yt = torch.nn.functional.conv1d(torch.nn.functional.pad(xt, padding), wt, stride=stride, dilation=dilation,
+                                    groups=groups)
+    yt.backward(torch.from_numpy(g.transpose(0, 2, 1).copy()))
+    for ours, ref in [(np.asarray(y), yt.detach().numpy().transpose(0, 2, 1)),
+                      (np.asarray(gx), xt.grad.numpy().transpose(0, 2, 1)),
+                      (np.asarray(gw), wt.grad.numpy().transpose(2, 1, 0))]:
+        # float32 sums of up to K*C = 224 (forward, input gradient) or B*T = 400 (kernel gradient) products in
+        # different orders: ~1e-6 relative; 1e-5 fails on any misplaced tap, phase or group
+        assert ours.shape == ref.shape and np.max(np.abs(ours - ref)) <= 1e-5 * np.max(np.abs(ref))
+    if jax.default_backend() == "cpu":
+        hlo = jax.jit(f).lower(jnp.asarray(x), jnp.asarray(w)).compile().as_text()
+        assert ("__ynn_fusion" in hlo) == as_2d

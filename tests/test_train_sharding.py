@@ -13,6 +13,9 @@ parameter *updates* (params - initial params) are a stricter measure: Adam's fir
 sign(g) * lr, so a gradient component that is a sum with heavy cancellation (conv_pre's bias: a sum over
 batch and time of the output gradient) gets an O(lr) change from rounding alone. They are reported and
 must agree within 1e-4.
+
+The codec's step (issue 12) is checked the same way, with ``run_on_cpu_devices``, ``check_layout`` and
+train_standin.layouts_vs_single, in tests/test_codec_train_run.py.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ SCRIPT = textwrap.dedent(r"""
     import jax, jax.numpy as jnp, numpy as np
     sys.path.insert(0, os.path.join(REPO, "tests"))
     from conftest import speech
-    from train_standin import StandinObjective, tiny_config
+    from train_standin import StandinObjective, layouts_vs_single, tiny_config
     from jaxvoc.models.bigvgan import BigVGANConfig
-    from jaxvoc.train import config as config_lib, loop, sharding
+    from jaxvoc.train import config as config_lib
     from jaxvoc.train.bigvgan import BigVGANTask
 
     assert jax.device_count() == 8, jax.devices()
@@ -47,42 +50,10 @@ SCRIPT = textwrap.dedent(r"""
     batches = [np.stack([y[(i * 8 + j) * 1000:(i * 8 + j) * 1000 + 2048] for j in range(8)]) for i in range(3)]
     batches = [b / np.abs(b).max(axis=1, keepdims=True) * 0.95 for b in batches]
 
-    def run(task, seg, mesh, fsdp_min, first, params_of):
-        s = loop.build(task, mesh, seg, cfg.seed, fsdp_min)
-        if first is None:  # initialise once (one device), then place the same values on each layout
-            first = jax.device_get(s.init())
-        state, losses = jax.device_put(first, s.state_shardings), []
-        init = jax.device_get(params_of(state))
-        n_sharded = sum(1 for x in jax.tree_util.tree_leaves(state) if "fsdp" in str(x.sharding.spec))
-        for b in batches:
-            state, m = s.step(state, sharding.global_batch(b[:, :seg].astype(np.float32), s.batch_sharding))
-            losses.append({k: float(v) for k, v in jax.device_get(m).items()})
-        return losses, init, jax.device_get(params_of(state)), n_sharded, first
-
-    def rel(a, b):
-        a = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(a)])
-        b = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(b)])
-        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
-    def compare(task, seg, params_of):
-        ref_l, ref_init, ref_p, _, first = run(task, seg, sharding.make_mesh(1, jax.devices()[:1]), 2 ** 16, None,
-                                               params_of)
-        out = {}
-        for name, fsdp in (("dp8", 1), ("dp4_fsdp2", 2)):
-            l, init, p, n_sharded, _ = run(task, seg, sharding.make_mesh(fsdp), 0, first, params_of)
-            keys = [k for k in ref_l[0] if k not in ("finite", "lr")]
-            errs = {f"step{i}/{k}": abs(a[k] - b[k]) / max(abs(b[k]), 1e-30)
-                    for i, (a, b) in enumerate(zip(l, ref_l)) for k in keys}
-            worst = max(errs, key=errs.get)
-            loss_rel = errs[worst]
-            upd = jax.tree_util.tree_map(lambda x, x0: x - x0, p, init)
-            ref_upd = jax.tree_util.tree_map(lambda x, x0: x - x0, ref_p, ref_init)
-            out[name] = {"loss_rel": loss_rel, "params_rel": rel(p, ref_p), "update_rel": rel(upd, ref_upd),
-                         "init_rel": rel(init, ref_init), "sharded_leaves": n_sharded, "worst": worst,
-                         "finite": all(x["finite"] for x in l), "loss_keys": keys}
-        return out
-
-    out = {"gan": compare(task, 2048, lambda st: {"g": st["params_g"], "d": st["params_d"]})}
+    LAYOUTS = (("dp8", 1), ("dp4_fsdp2", 2))
+    gan_batches = [b[:, :2048].astype(np.float32) for b in batches]
+    out = {"gan": layouts_vs_single(task, 2048, gan_batches,
+                                    lambda st: {"g": st["params_g"], "d": st["params_d"]}, LAYOUTS, cfg.seed)}
 
     # the WaveGlow flow step (tiny: 2 flows of 2-layer 16-channel WNs), float32
     from jaxvoc.train.waveglow import WaveGlowTask
@@ -93,26 +64,39 @@ SCRIPT = textwrap.dedent(r"""
     wg_raw["data_config"]["segment_length"] = 1024
     wg_path = os.path.join(tempfile.mkdtemp(), "wg.json")
     json.dump(wg_raw, open(wg_path, "w"))
-    out["flow"] = compare(WaveGlowTask(config_lib.load(wg_path)), 1024, lambda st: st["params"])
+    out["flow"] = layouts_vs_single(WaveGlowTask(config_lib.load(wg_path)), 1024,
+                                    [b[:, :1024].astype(np.float32) for b in batches], lambda st: st["params"],
+                                    LAYOUTS, cfg.seed)
     print("RESULT " + json.dumps(out))
 """)
 
 
-def test_sharded_step_matches_single_device(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=REPO,
+def run_on_cpu_devices(code: str, n: int) -> dict:
+    """``code`` (with ``REPO`` defined) in a subprocess with ``n`` host CPU devices; its line ``RESULT {json}``."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=REPO,
                JAX_PLATFORMS="cpu")
-    code = f"REPO = {REPO!r}\n" + SCRIPT
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", f"REPO = {REPO!r}\n" + code], capture_output=True, text=True,
+                          env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.split("RESULT ", 1)[1])
     print(json.dumps(res, indent=1))
+    return res
+
+
+def check_layout(kind: str, name: str, r: dict) -> None:
+    """The bounds of the module docstring for one layout of ``train_standin.layouts_vs_single``."""
+    assert r["finite"], (kind, name)
+    assert r["init_rel"] == 0.0, (kind, name, r)  # the same initial state on every layout
+    assert r["loss_rel"] <= 1e-6, (kind, name, r)
+    assert r["params_rel"] <= 1e-6, (kind, name, r)
+    assert r["update_rel"] <= 1e-4, (kind, name, r)
+
+
+def test_sharded_step_matches_single_device(tmp_path):
+    res = run_on_cpu_devices(SCRIPT, 8)
     for kind, rows in res.items():
         for name, r in rows.items():
-            assert r["finite"], (kind, name)
-            assert r["init_rel"] == 0.0, (kind, name, r)  # the same initial state on every layout
-            assert r["loss_rel"] <= 1e-6, (kind, name, r)
-            assert r["params_rel"] <= 1e-6, (kind, name, r)
-            assert r["update_rel"] <= 1e-4, (kind, name, r)
+            check_layout(kind, name, r)
         assert rows["dp8"]["sharded_leaves"] == 0
         assert rows["dp4_fsdp2"]["sharded_leaves"] > 10  # parameters and both Adam moments split over fsdp
     assert "loss_disc_f" in res["gan"]["dp8"]["loss_keys"] and "grad_norm_mpd" in res["gan"]["dp8"]["loss_keys"]

@@ -36,10 +36,7 @@ F64_ENOUGH = 130.0
 # a small WavLM with the published feature-encoder kernels/strides (320 samples per frame), positional
 # convolution (kernel 128, 16 groups) and bucket layout (320 buckets, max distance 800)
 SMALL = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=[32] * 7)
-# base-plus (microsoft/wavlm-base-plus config.json, the architecture keys; the rest are transformers' defaults,
-# which equal that file's)
-BASE_PLUS = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                 conv_dim=[512] * 7, conv_bias=False, feat_extract_norm="group")
+BASE_PLUS = cw.BASE_PLUS  # microsoft/wavlm-base-plus's architecture
 
 # Lengths: frames = (N - 400) // 320 + 1. Relative positions below num_buckets / 4 = 80 use one bucket each;
 # SHORT (60 frames, offsets up to 59) uses those only. LONG (900 frames) reaches the log-spaced buckets and

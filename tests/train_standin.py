@@ -111,18 +111,18 @@ FAST = dict(segment_size=2048, upsample_initial_channel=16, upsample_rates=[16, 
             resblock_dilation_sizes=[[1]], batch_size=4)
 
 
-def write_wavs(folder, n: int = 5) -> str:
-    """``n`` clips of the committed 24 kHz speech (different offsets and lengths, one shorter than a
-    segment) in ``folder``."""
+def write_wavs(folder, n: int = 5, sr: int = 24000) -> str:
+    """``n`` clips of the committed speech at ``sr`` (24000 or 22050; different offsets and lengths) and one
+    shorter than a segment in ``folder``."""
     import soundfile as sf
     from conftest import speech
 
     os.makedirs(folder, exist_ok=True)
-    y = speech(24000)
+    y = speech(sr)
     for i in range(n):
-        sf.write(os.path.join(folder, f"clip{i}.wav"), y[i * 7000: i * 7000 + 9000 + 4000 * i], 24000,
+        sf.write(os.path.join(folder, f"clip{i}.wav"), y[i * 7000: i * 7000 + 9000 + 4000 * i], sr,
                  subtype="PCM_16")
-    sf.write(os.path.join(folder, "short.wav"), y[20000:21500], 24000, subtype="PCM_16")
+    sf.write(os.path.join(folder, "short.wav"), y[20000:21500], sr, subtype="PCM_16")
     return str(folder)
 
 
@@ -148,3 +148,114 @@ def cli_env(cache_dir: str | None = None, **extra) -> dict:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the codec at test size (tests/test_codec_train_run.py): the committed tiny config, shrunk further by --set
+
+
+CODEC_TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "training",
+                          "configs", "codec_tiny_smoke.yaml")
+CODEC_BATCH = 4  # with 8 training files: 2 batches per epoch, so a step with and one without a discriminator update
+
+
+def codec_settings(wavlm: str, **train) -> list[str]:
+    """``--set`` overrides of the tiny codec config for tests: two of the LFR discriminator kinds at small size
+    (from conversion.codec.small_discriminator: its finest STFT resolution, and the SLM head on a stand-in WavLM
+    of 2 hidden states of width 32; two, so that the Discriminator's list and its names by index are there),
+    batch 4 of 2048-sample crops (8 frames), ``train.wavlm`` the converted stand-in WavLM, 4 steps; ``train``:
+    further train settings (JSON values). These tests are about the run (resume, export, --init), not the
+    numbers: the period discriminator and every discriminator and loss against NeMo are in
+    tests/test_codec_gan.py and tests/test_codec_train_step.py (the whole step, small_discriminator), and the
+    .nemo round trip with all three kinds in tests/test_export.py; leaving the period discriminator and one STFT
+    resolution out here makes the step these runs compile smaller."""
+    import json
+
+    from conversion import codec as cc
+
+    stft, _mpd, slm = cc.small_discriminator()["discriminators"]
+    discs = [{**stft, "resolutions": stft["resolutions"][:1]}, slm]
+    t = {"wavlm": wavlm, "training_steps": 4, "checkpoint_interval": 2, "stdout_interval": 1, "summary_interval": 1,
+         "validation_interval": 2, "num_validation_files": 0, "validation_max_seconds": 0.5, **train}
+    return ([f"model.discriminator.discriminators={json.dumps(discs)}", f"batch_size={CODEC_BATCH}",
+             "train_n_samples=2048"] + [f"train.{k}={json.dumps(v)}" for k, v in t.items()])
+
+
+def set_args(settings: list[str]) -> list[str]:
+    return [a for s in settings for a in ("--set", s)]
+
+
+def write_manifest(path, files, sr: int) -> str:
+    """A NeMo JSON-lines manifest (``audio_filepath`` relative to the manifest's folder, ``duration``)."""
+    import json
+
+    import soundfile as sf
+
+    with open(path, "w") as f:
+        for p in files:
+            rel = os.path.relpath(p, os.path.dirname(os.path.abspath(path)))
+            f.write(json.dumps({"audio_filepath": rel, "duration": sf.info(p).frames / sr}) + "\n")
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the sharded step against one device (tests/test_train_sharding.py; the codec's: tests/test_codec_train_run.py)
+
+
+def _rel(a, b) -> float:
+    import numpy as np
+
+    a = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(a)])
+    b = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(b)])
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def layouts_vs_single(task, segment_size: int, batches, params_of, layouts, seed: int) -> dict:
+    """The jitted step of ``task`` (``loop.build``) over ``batches`` from one initial state, made once on one
+    device, then on each ``layouts`` entry ``(name, fsdp size)``: a mesh over all devices with every leaf
+    that can be split sharded over fsdp. Per layout, relative to one device: the worst loss (``loss_rel``, at
+    ``worst``), the parameters ``params_of(state)`` after the steps (``params_rel``, relative norm over all of
+    them; ``group_rel``, each entry of a dict; ``leaf_rel``, the worst leaf, at ``worst_leaf``), their updates
+    (``update_rel``), the initial state (``init_rel``); ``sharded_leaves``; ``frozen_same``: the frozen
+    weights (``objective.FROZEN``) bitwise unchanged by the steps, None without them."""
+    import numpy as np
+
+    from jaxvoc.train import loop, sharding
+    from jaxvoc.train.objective import FROZEN
+
+    def run(mesh, fsdp_min, first):
+        s = loop.build(task, mesh, segment_size, seed, fsdp_min)
+        if first is None:  # initialise once (one device), then place the same values on each layout
+            first = jax.device_get(s.init())
+        state, losses = jax.device_put(first, s.state_shardings), []
+        init = jax.device_get(params_of(state))
+        n_sharded = sum(1 for x in jax.tree_util.tree_leaves(state) if "fsdp" in str(x.sharding.spec))
+        for b in batches:
+            state, m = s.step(state, sharding.global_batch(b, s.batch_sharding))
+            losses.append({k: float(v) for k, v in jax.device_get(m).items()})
+        frozen = None
+        if FROZEN in first:
+            frozen = all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(jax.device_get(state[FROZEN])),
+                                                              jax.tree_util.tree_leaves(first[FROZEN])))
+        return losses, init, jax.device_get(params_of(state)), n_sharded, first, frozen
+
+    ref_l, ref_init, ref_p, _, first, ref_frozen = run(sharding.make_mesh(1, jax.devices()[:1]), 2 ** 16, None)
+    out = {}
+    for name, fsdp in layouts:
+        l, init, p, n_sharded, _, frozen = run(sharding.make_mesh(fsdp), 0, first)
+        keys = [k for k in ref_l[0] if k not in ("finite", "lr")]
+        errs = {f"step{i}/{k}": abs(a[k] - b[k]) / max(abs(b[k]), 1e-30)
+                for i, (a, b) in enumerate(zip(l, ref_l)) for k in keys}
+        worst = max(errs, key=errs.get)
+        upd = jax.tree_util.tree_map(lambda x, x0: x - x0, p, init)
+        ref_upd = jax.tree_util.tree_map(lambda x, x0: x - x0, ref_p, ref_init)
+        leaves = {jax.tree_util.keystr(k): _rel(x, y) for (k, x), (_, y) in
+                  zip(jax.tree_util.tree_flatten_with_path(p)[0], jax.tree_util.tree_flatten_with_path(ref_p)[0])}
+        worst_leaf = max(leaves, key=leaves.get)
+        groups = {k: _rel(p[k], ref_p[k]) for k in p} if isinstance(p, dict) else {}
+        out[name] = {"loss_rel": errs[worst], "params_rel": _rel(p, ref_p), "update_rel": _rel(upd, ref_upd),
+                     "group_rel": groups,
+                     "leaf_rel": leaves[worst_leaf], "worst_leaf": worst_leaf, "init_rel": _rel(init, ref_init),
+                     "sharded_leaves": n_sharded, "worst": worst, "finite": all(x["finite"] for x in l),
+                     "loss_keys": keys, "losses": l, "frozen_same": None if frozen is None else frozen and ref_frozen}
+    return out

@@ -1,5 +1,10 @@
-"""Peak memory of `jaxvoc synth` on long mels: each length in its own process (`python -m jaxvoc.cli synth`,
-windows of --window frames), its peak resident set size read from the kernel when it ends (os.wait4).
+"""Peak memory of `jaxvoc synth` on long mels: each length in its own process (`jaxvoc.cli synth`, windows of
+--window frames), its peak resident set size the kernel's high-water mark of that process (VmHWM of
+/proc/self/status, written by the child as it exits).
+
+Not os.wait4's ru_maxrss: Python starts a child with vfork/fork, and Linux carries the parent's high-water RSS
+into the child's ru_maxrss at exec, so a parent that holds a loaded model (as this one does) would be measured
+instead of the child (a 2.3 GB parent gave "2.63 GB" for a child whose own peak was 2.01 GB).
 
     python -m experiments.bench long-bigvgan [--ckpt DIR] [--minutes 60 5] [--window W] [--config NAME] [--width C]
 
@@ -23,16 +28,32 @@ import time
 import numpy as np
 
 
-def peak_rss_gb(cmd: list[str], env: dict) -> tuple[float, float, int]:
-    """(peak RSS in GB, wall seconds, exit code) of one subprocess."""
+# Runs `jaxvoc.cli` with the given arguments and, as it exits, writes its own VmHWM (kB) to argv[1].
+_CHILD = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def _hwm():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    with open(out, "w") as f:
+        f.write(kb)
+atexit.register(_hwm)
+sys.argv[0] = "jaxvoc"
+runpy.run_module("jaxvoc.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def peak_rss_gb(args: list[str], env: dict, hwm_file: str) -> tuple[float, float, int]:
+    """(peak RSS in GB, wall seconds, exit code) of `jaxvoc.cli ARGS` in its own process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc = subprocess.run([sys.executable, "-c", _CHILD, hwm_file, *args], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    err = proc.stderr.decode(errors="replace").strip()
     if proc.returncode:
-        print(err.strip().splitlines()[-1] if err.strip() else "", file=sys.stderr)
-    return usage.ru_maxrss * 1024 / 1e9, time.perf_counter() - t0, proc.returncode
+        print(err.splitlines()[-1] if err else "", file=sys.stderr)
+    with open(hwm_file) as f:
+        gb = int(f.read()) * 1024 / 1e9
+    return gb, time.perf_counter() - t0, proc.returncode
 
 
 def main(argv: list[str]) -> int:
@@ -67,10 +88,10 @@ def main(argv: list[str]) -> int:
             frames = int(minutes * 60 * model.sampling_rate / model.hop_size)
             path = os.path.join(tmp, f"mel_{minutes:g}min.npy")
             np.save(path, np.random.default_rng(0).normal(-6, 2, (model.num_mels, frames)).astype(np.float32))
-            cmd = [sys.executable, "-m", "jaxvoc.cli", "synth", ckpt, path, "-o", os.path.join(tmp, "out")]
+            cmd = ["synth", ckpt, path, "-o", os.path.join(tmp, "out")]
             if args.window:
                 cmd += ["--window", str(args.window)]
-            gb, wall, rc = peak_rss_gb(cmd, env)
+            gb, wall, rc = peak_rss_gb(cmd, env, os.path.join(tmp, "vmhwm"))
             os.remove(path)
             print(f"{minutes:g} min ({frames} frames): peak RSS {gb:.2f} GB, {wall:.0f} s, exit {rc}", flush=True)
             figures.append(f"{gb:.2f} GB ({minutes:g} min)")

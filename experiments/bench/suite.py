@@ -29,6 +29,7 @@ RUNS = [
     ("codec", ["codec"]),
     ("train-bigvgan", ["train-bigvgan"]),
     ("train-waveglow", ["train-waveglow"]),
+    ("train-codec", ["train-codec"]),
     ("stream-bigvgan", ["stream-bigvgan", "--seconds", "5"]),
 ]
 

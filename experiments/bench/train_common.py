@@ -1,4 +1,4 @@
-"""What the two training benchmarks (train_bigvgan.py, train_waveglow.py) share: the speech
+"""What the training benchmarks (train_bigvgan.py, train_waveglow.py, train_codec.py) share: the speech
 batch, and timing the jitted step of `jaxvoc train` against the official step in one process."""
 
 from __future__ import annotations
@@ -29,35 +29,45 @@ def torch_device(device: str):
     return rp.setup_device(device)[0], rp.torch_sync(device)
 
 
-def time_train_steps(task_cls, config: dict, audio: np.ndarray, torch_step, repeats: int, device: str = "cpu"):
-    """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``, one ``device``: cpu or gpu,
-    batch ``audio``) and of ``torch_step``, runs alternated after a warm-up; returns (jax s, torch s, jax
-    compile s)."""
+def time_train_steps(task_cls, config, audio, torch_step, repeats: int, device: str = "cpu",
+                     steps_per_call: int = 1, metrics: list | None = None):
+    """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``: the official config dict, or a
+    loaded ``TrainConfig``; one ``device``: cpu or gpu; batch ``audio``, an array or the codec's dict of
+    ``audio`` and ``audio_len``) and of ``torch_step``, runs alternated after a warm-up; each timed call runs
+    ``steps_per_call`` steps on both sides (``torch_step`` runs that many itself). ``metrics``, when given,
+    receives the jaxvoc metrics of each step of the last call. Returns (jax s, torch s, jax compile s)."""
     import jax
-    import jax.numpy as jnp
 
     from conversion import report as rp
     from jaxvoc.train import config as config_lib
     from jaxvoc.train import loop, sharding
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        task = task_cls(config_lib.load(path))
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices(device)[:1]), audio.shape[1], 0)
+    if isinstance(config, dict):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "config.json")
+            with open(path, "w") as f:
+                json.dump(config, f)
+            config = config_lib.load(path)
+    task = task_cls(config)
+    segment = (audio["audio"] if isinstance(audio, dict) else audio).shape[1]
+    setup = loop.build(task, sharding.make_mesh(1, jax.devices(device)[:1]), segment, 0)
     state = {"s": setup.init()}
-    batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
+    batch = sharding.global_batch(audio, setup.batch_sharding)
     t0 = time.perf_counter()
     compiled = setup.step.lower(state["s"], batch).compile()
     t_compile = time.perf_counter() - t0
 
     def jax_step():
-        state["s"], m = compiled(state["s"], batch)
-        jax.block_until_ready((state["s"], m))
+        ms = []
+        for _ in range(steps_per_call):
+            state["s"], m = compiled(state["s"], batch)
+            ms.append(m)
+        jax.block_until_ready((state["s"], ms))
+        if metrics is not None:
+            metrics[:] = [{k: float(v) for k, v in x.items()} for x in jax.device_get(ms)]
 
     tj, tt = rp.time_alternating([jax_step, torch_step], repeats)
-    return tj, tt, t_compile
+    return tj / steps_per_call, tt / steps_per_call, t_compile
 
 
 def runtime_line(t_compile: float) -> str:

@@ -43,7 +43,8 @@ The converters in ``conversion/codec.py`` map these names to jaxvoc's trees (the
 ``save_wavlm`` writes the stand-in WavLM as a Hugging Face folder for ``jaxvoc convert wavlm``.
 
 Run ``python -m experiments.reference.codec_train`` for NeMo's own float32-vs-float64 differences (the table in
-docs/codec.md, "Reference training step").
+docs/codec.md, "Reference training step"); ``python -m experiments.equivalence.codec_train_step`` compares
+jaxvoc's step with both at the full LFR config (``lfr_config_full``, WavLM of the wavlm-base-plus architecture).
 """
 
 from __future__ import annotations
@@ -85,13 +86,13 @@ def small_config(**overrides) -> dict:
 
 
 def lfr_config_full() -> dict:
-    """The LFR model config at full size (the stand-in WavLM stays small: no hub here). A float32 + float64
-    ``reference_run`` of it holds over 14 GB (stopped there on the 23 GB shared machine, 2026-11-29)."""
+    """The LFR model config at full size, for a WavLM of the wavlm-base-plus architecture
+    (``conversion.codec.WAVLM_BASE_PLUS``, random weights: no hub here; 13 hidden states 768 wide). Its float32
+    and float64 runs together hold over 14 GB: experiments/equivalence/codec_train_step.py runs them one
+    process each."""
     from conversion import codec as cc
 
     cfg = cc.lfr_config()
-    slm = cfg["discriminator"]["discriminators"][2]
-    slm.update(slm_hidden=32, slm_layers=2)  # the stand-in WavLM's width and hidden-state count
     cfg["max_steps"] = 1000
     return cfg
 
@@ -137,15 +138,31 @@ def save_wavlm(model, folder: str) -> None:
     wavlm(model).save_pretrained(folder)
 
 
-def build_model(cfg: dict | None = None, seed: int = 0):
-    """NeMo's ``AudioCodecModel(cfg)`` (``small_config()`` by default) with every parameter randomised from
-    ``seed``, in Lightning's training modes."""
+def build_model(cfg: dict | None = None, seed: int = 0, wavlm: dict | None = None):
+    """NeMo's ``AudioCodecModel(cfg)`` (``small_config()`` by default; its stand-in WavLM of architecture
+    ``wavlm``, default ``conversion.codec.WAVLM_SMALL``) with every parameter randomised from ``seed``, in
+    Lightning's training modes."""
     from conversion import codec as cc
 
-    model = cc.build_nemo_model(cfg or small_config(), seed=seed, randomize=True)
+    model = cc.build_nemo_model(cfg or small_config(), seed=seed, randomize=True, wavlm=wavlm)
     randomize_rest_(model, seed + 1)
     set_training_modes_(model)
     return model
+
+
+def float64_model(cfg: dict, state: dict, seed: int = 0, wavlm: dict | None = None):
+    """A float64 ``AudioCodecModel(cfg)`` holding the weights ``state`` (``torch.nn.Module.state_dict`` of a
+    ``build_model`` model: WavLM's included, which NeMo's own ``load_state_dict`` would skip), in Lightning's
+    training modes."""
+    import torch
+
+    from conversion import codec as cc
+
+    model64 = cc.build_nemo_model(cfg, seed=seed, randomize=False, wavlm=wavlm)
+    torch.nn.Module.load_state_dict(model64, state, strict=True)
+    model64.double()
+    set_training_modes_(model64)
+    return model64
 
 
 def vocoder_batch(clip_lengths: Sequence[int], n_samples: int, *, seed: int = 0, wav: str = SPEECH,
@@ -240,14 +257,15 @@ def _param_names(model) -> dict[int, str]:
 class _Plumbing:
     """Lightning's side of manual optimisation, reduced to what AudioCodecModel.training_step calls."""
 
-    def __init__(self, model):
+    def __init__(self, model, record_grads: bool = True):
         optimizers, schedulers = model.configure_optimizers()
         self.optim_g, self.optim_d = optimizers
         self.schedulers = [s["scheduler"] if isinstance(s, dict) else s for s in schedulers]
         names = _param_names(model)
         self.records: dict[str, Any] = {}
         for opt, key in ((self.optim_g, "grads_g"), (self.optim_d, "grads_d")):
-            opt.register_step_pre_hook(self._grad_hook(key, names))
+            if record_grads:
+                opt.register_step_pre_hook(self._grad_hook(key, names))
         model.optimizers = lambda use_pl_optimizer=True: (self.optim_g, self.optim_d)
         model.lr_schedulers = lambda: self.schedulers
         model.manual_backward = self._backward
@@ -270,6 +288,30 @@ class _Plumbing:
 
 def _num(v) -> float:
     return float(v.detach()) if hasattr(v, "detach") else float(v)
+
+
+def official_stepper(model, batch: dict, device=None):
+    """A function that runs one NeMo ``model.training_step(batch, batch_idx)`` per call, batch_idx 0, 1, 2, ...
+    in one epoch (no scheduler step), with the model's own two Adam optimizers and the plumbing of
+    ``run_steps`` (no gradient copies: for timing), and returns {'loss_gen_all', and 'd_loss' on discriminator
+    update steps} of that step. ``device``: where the batch goes (default: the CPU)."""
+    import itertools
+
+    tb = as_torch_batch(batch)
+    if device is not None:
+        tb = {k: v.to(device) for k, v in tb.items()}
+    plumbing = _Plumbing(model, record_grads=False)
+    batch_idx = itertools.count()
+
+    def step() -> dict:
+        plumbing.new_step()
+        model.training_step(tb, next(batch_idx))
+        out = {"loss_gen_all": plumbing.records["backward"][-1]}
+        if "d_loss" in plumbing.records["logged"]:
+            out["d_loss"] = plumbing.records["logged"]["d_loss"]
+        return out
+
+    return step
 
 
 def run_steps(model, batch: dict, epochs: Sequence[int] = (2,), *, float64: bool = False) -> list[dict]:
@@ -304,29 +346,22 @@ def run_steps(model, batch: dict, epochs: Sequence[int] = (2,), *, float64: bool
 
 
 def reference_run(cfg: dict | None = None, *, seed: int = 0, batch: dict | None = None,
-                  epochs: Sequence[int] = (2,), float64: bool = True) -> dict:
+                  epochs: Sequence[int] = (2,), float64: bool = True, wavlm_arch: dict | None = None) -> dict:
     """The official runs from one randomised model: float32 (and float64 from a copy of the same weights).
     ``batch`` defaults to ``small_batch()``. Returns {'config', 'batch', 'initial_state_dict' (NeMo's, no
     WavLM), 'wavlm_state_dict', 'steps32', 'steps64' (when float64), 'model' (the float32 model after the
-    steps)}."""
+    steps)}. ``wavlm_arch``: the stand-in WavLM's architecture (``build_model``)."""
     import torch
 
     cfg = cfg or small_config()
     batch = batch if batch is not None else small_batch()
-    model = build_model(cfg, seed)
+    model = build_model(cfg, seed, wavlm=wavlm_arch)
     initial = _state(model)
     wavlm_sd = {k: v.detach().clone().numpy() for k, v in wavlm(model).state_dict().items()}
-    model64 = None
-    if float64:  # the same weights, WavLM's included (NeMo's own load_state_dict would skip them)
-        from conversion import codec as cc
-
-        model64 = cc.build_nemo_model(cfg, seed=seed, randomize=False)
-        torch.nn.Module.load_state_dict(model64, torch.nn.Module.state_dict(model), strict=True)
-        model64.double()
+    model64 = float64_model(cfg, torch.nn.Module.state_dict(model), seed, wavlm_arch) if float64 else None
     res = {"config": cfg, "batch": batch, "initial_state_dict": initial, "wavlm_state_dict": wavlm_sd,
            "steps32": run_steps(model, batch, epochs)}
     if float64:
-        set_training_modes_(model64)
         res["steps64"] = run_steps(model64, batch, epochs, float64=True)
     res["model"] = model
     return res
@@ -389,9 +424,6 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--full", action="store_true",
-                    help="the LFR config at full size, batch of 24576 samples: slow on CPU, and over 14 GB of "
-                         "memory (both precisions, every step's state dict and gradients kept); not measured yet")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, nargs="+", default=[2], help="batches per epoch (default: 2)")
     ap.add_argument("--report", help="write the comparison as JSON here")
@@ -405,13 +437,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.time()
-    if args.full:
-        cfg, batch = lfr_config_full(), vocoder_batch([-1, 20000], LFR_N_SAMPLES, seed=args.seed)
-    else:
-        cfg, batch = small_config(), small_batch(args.seed)
+    cfg, batch = small_config(), small_batch(args.seed)
     run = reference_run(cfg, seed=args.seed, batch=batch, epochs=args.epochs)
     rows = compare_runs(run["steps32"], run["steps64"], run["initial_state_dict"])
-    print(f"NeMo AudioCodecModel.training_step, float32 vs float64 ({'LFR full size' if args.full else 'small_config'}"
+    print(f"NeMo AudioCodecModel.training_step, float32 vs float64 (small_config"
           f", batch audio_lens {list(map(int, batch['audio_lens']))}, torch {torch.__version__}, "
           f"{time.time() - t0:.0f} s)")
     print(_table(rows))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from functools import partial
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -112,11 +113,20 @@ def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, paddi
     Kernel-size-1 convolutions stay convolutions: written as a matrix product (einsum) their backward pass
     was not faster (WaveGlow's cond, res_skip and start layers at T = 2000: 1.03x, 1.13x and 4.9x slower,
     experiments/profile/step_convs.py's notes in docs/training.md); XLA already runs their forward pass and
-    input gradient as dots."""
+    input gradient as dots.
+    With ``CONV1D_AS_2D`` set (off by default) it is traced as a 2-D convolution over ``[B, 1, T, Cin]``,
+    which XLA's CPU backend hands to YNNPACK (2-D float32, more than 16 channels; 1-D ones never), with the
+    1-D form's gradients (custom VJP, reverse mode only). Faster on wide layers but less accurate: it broke the
+    float64 rule of tests/test_bigvgan.py (docs/bigvgan.md#xla-cpu-options)."""
     left, right = _pair(padding)
     if padding_mode != "zeros":
         x, left, right = pad_time(x, left, right, padding_mode), 0, 0
+    if CONV1D_AS_2D:
+        return _conv1d_as_2d(x, kernel.astype(x.dtype), stride, dilation, left, right, groups, precision)
     return conv_nd(x, kernel.astype(x.dtype), (stride,), ((left, right),), (dilation,), groups, precision)
+
+
+CONV1D_AS_2D = False  # read when a program is traced (experiments.profile.xla_options compares both forms)
 
 
 _DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
@@ -213,6 +223,29 @@ def conv_input_grad(g: Array, kernel: Array, in_size: tuple[int, ...], stride, p
     y = y.transpose([0] + [v for i in range(nd) for v in (1 + i, 1 + nd + i)] + [1 + 2 * nd])
     y = y.reshape(y.shape[0], *(q * s for q, s in zip(Q, stride)), cin)
     return y[(slice(None),) + tuple(slice(c, c + L) for c, L in zip(crops, in_size))]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _conv1d_as_2d(x, kernel, stride, dilation, left, right, groups, precision):
+    y = jax.lax.conv_general_dilated(
+        x[:, None], kernel[None], window_strides=(1, stride), padding=[(0, 0), (left, right)],
+        rhs_dilation=(1, dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+        precision=precision)
+    return y[:, 0]
+
+
+def _conv1d_as_2d_fwd(x, kernel, *static):
+    return _conv1d_as_2d(x, kernel, *static), (x, kernel)
+
+
+def _conv1d_as_2d_bwd(*args):
+    *static, (x, kernel), g = args
+    stride, dilation, left, right, groups, precision = static
+    return jax.vjp(lambda a, b: _conv(a, b, (stride,), ((left, right),), (dilation,), groups, precision),
+                   x, kernel)[1](g)
+
+
+_conv1d_as_2d.defvjp(_conv1d_as_2d_fwd, _conv1d_as_2d_bwd)
 
 
 def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, output_padding: int = 0,

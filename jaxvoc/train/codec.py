@@ -291,12 +291,37 @@ class CodecTask(Task):
         checkpoint.save(out_dir, "codec", config, trees.pop("params"), extra=trees, overwrite=True)
 
 
+def code_counts(tokens: Array, lengths: Array, codebook_size: int) -> Array:
+    """tokens [B, C, frames] int, lengths [B] frames -> int32 [C, codebook_size]: per codebook, how often each
+    code occurs among the frames within each item's length."""
+    B, C, T = tokens.shape
+    valid = (jnp.arange(T)[None, :] < jnp.asarray(lengths)[:, None]).astype(jnp.int32)  # [B, T]
+    rows = jnp.broadcast_to(jnp.arange(C)[None, :, None], tokens.shape)
+    weights = jnp.broadcast_to(valid[:, None, :], tokens.shape)
+    return jnp.zeros((C, codebook_size), jnp.int32).at[rows, tokens].add(weights)
+
+
+def codebook_usage(counts) -> dict[str, float]:
+    """Code histograms [C, codebook_size] -> per codebook c: ``codebook{c}_used``, the fraction of its codes
+    that occur, and ``codebook{c}_perplexity``, exp of the entropy (natural log) of its code distribution (1
+    when one code is used throughout, codebook_size when all are used equally)."""
+    counts = np.asarray(counts, np.float64)
+    out = {}
+    for c, row in enumerate(counts):
+        p = row[row > 0] / max(row.sum(), 1.0)
+        out[f"codebook{c}_used"] = float(np.count_nonzero(row)) / row.size
+        out[f"codebook{c}_perplexity"] = float(np.exp(-np.sum(p * np.log(p))))
+    return out
+
+
 class CodecValidator:
     """NeMo's ``validation_step`` losses on the held-out clips: ``val_loss`` (mel L1 + STFT + time domain, unscaled,
     as NeMo sums them), ``val_loss_mel_l1``, ``val_loss_mel_l2``, ``val_loss_stft``, ``val_loss_time_domain``,
-    each the mean over the clips (``val_loss_si_sdr`` is not computed). Each clip is a batch of its own at its
-    length (NeMo's validation batches pad clips to their longest): one compiled program per distinct length.
-    Returns (losses, [(generated audio, its log-mel)]) for the loop's logs."""
+    each the mean over the clips (``val_loss_si_sdr`` is not computed); and the codebook usage over all frames of
+    all clips (``codebook_usage``: ``codebook{c}_used``, ``codebook{c}_perplexity``), of the FSQ codes the
+    generator's encoder gives each clip (those of ``jaxvoc encode``: a clip alone, at its length). Each clip is a
+    batch of its own at its length (NeMo's validation batches pad clips to their longest): one compiled program
+    per distinct length. Returns (values, [(generated audio, its log-mel)]) for the loop's logs."""
 
     def __init__(self, obj: CodecObjective, clips):
         self.clips = clips
@@ -306,27 +331,30 @@ class CodecValidator:
         def run(params_g, audio, audio_len):
             batch = obj.prepare({"audio": audio, "audio_len": audio_len})
             real, lengths = batch["audio"], batch["audio_len"]
-            gen = obj.generate(params_g, batch)
+            out = generator_forward(obj.codec, params_g, real, lengths)
+            gen = out.audio_gen
             l1, l2 = cl.mel_loss(real, gen, lengths, sr, h.loss_resolutions, h.mel_loss_dims, guard)
             stft = cl.stft_loss(real, gen, lengths, h.loss_resolutions, h.stft_loss_log_guard)
             td = cl.time_domain_loss(real, gen, lengths)
             losses = {"val_loss": l1 + stft + td, "val_loss_mel_l1": l1, "val_loss_mel_l2": l2,
                       "val_loss_stft": stft, "val_loss_time_domain": td}
-            return losses, gen, cl.nemo_log_mel(gen, lengths, sr, res, dims, guard)[0]
+            counts = code_counts(out.tokens, out.encoded_len, obj.codec.codebook_size)
+            return losses, counts, gen, cl.nemo_log_mel(gen, lengths, sr, res, dims, guard)[0]
 
         self._run = jax.jit(run)
         self._mel = jax.jit(lambda a, n: cl.nemo_log_mel(a, n, sr, res, dims, guard)[0])
         self.ref = [np.asarray(self._mel(c[None], jnp.array([len(c)])))[0] for c in clips]
 
     def __call__(self, state) -> tuple[dict, list]:
-        totals, samples = {}, []
+        totals, samples, counts = {}, [], 0
         for clip in self.clips:
-            losses, gen, mel = self._run(state["params_g"], jnp.asarray(clip[None], jnp.float32),
-                                         jnp.array([len(clip)], jnp.int32))
+            losses, n, gen, mel = self._run(state["params_g"], jnp.asarray(clip[None], jnp.float32),
+                                            jnp.array([len(clip)], jnp.int32))
             for k, v in jax.device_get(losses).items():
                 totals[k] = totals.get(k, 0.0) + float(v) / len(self.clips)
+            counts = counts + np.asarray(n, np.int64)
             samples.append((np.asarray(gen)[0, :len(clip)], np.asarray(mel)[0]))
-        return totals, samples
+        return {**totals, **codebook_usage(counts)}, samples
 
 
 TASK = CodecTask
