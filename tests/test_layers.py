@@ -81,6 +81,73 @@ def test_activation1d_gradients_match_official(beta, logscale):
         assert np.max(np.abs(ours - ref)) <= 1e-5 * np.max(np.abs(ref)), (ours, ref)
 
 
+def _official_strided_convs():
+    """(name, module) of the published discriminators' strided weight-normed convolutions: MPD's (5, 1) stride
+    (3, 1) (32 -> 128 channels), MRD's and CQTD's (3, 9) stride (1, 2) (32 and 128 channels; CQTD's also
+    dilated (2, 1) and (4, 1) along time)."""
+    from conversion.bigvgan import official_discriminators
+    from experiments.reference.bigvgan_train import official_discriminator_config
+
+    mpd, mrd = official_discriminators(official_discriminator_config("bigvgan_24khz_100band"), seed=0)
+    _, cqtd = official_discriminators(official_discriminator_config("bigvgan_v2_24khz_100band_256x"), seed=0)
+    picks = [("MPD convs.1", mpd.discriminators[0].convs[1]), ("MRD convs.1", mrd.discriminators[0].convs[1])]
+    picks += [(f"CQTD convs.{i}", cqtd.discriminators[0].convs[i]) for i in (1, 2, 3)]
+    for _, m in picks:
+        assert tuple(m.stride) != (1, 1) and hasattr(m, "weight_v")
+    return picks
+
+
+@pytest.mark.parametrize("which", range(5))
+def test_strided_conv2d_gradients_match_official(which):
+    """The sub-pixel input gradient of strided 2D convolutions (jaxvoc.nn.conv.conv_nd's custom VJP; MRD, CQTD)
+    and the kernel gradient beside it (MPD's layer: autodiff's, kept where sub-pixel was not faster), against torch autograd of the official discriminators' weight-normed
+    convolutions: gradients to the input, weight_v, weight_g and the bias. >= 110 dB from torch float32 and the
+    float64 rule as tests/test_wavlm.py's (no further from torch's float64 run than torch float32 is, 3 dB
+    margin, or >= 130 dB from it): the sub-pixel input gradient sums the same products in another order, which
+    for few channels lands further from float64 than torch's (8 channels: 134.8 vs 141.0 dB) and for many
+    closer (128 channels: 128.5 vs 125.8 dB); python -m experiments.profile.strided_grads --ops."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from jaxvoc.nn.conv import Conv2d
+    from test_wavlm import assert_equivalent
+
+    def module(dtype):  # the official module (built afresh: weight-normed modules cannot be deep-copied)
+        name, m = _official_strided_convs()[which]
+        rng = np.random.default_rng(which)
+        with torch.no_grad():  # gains away from the norm, a bias: every factor of the parametrisation matters
+            m.weight_g.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, m.weight_g.shape).astype(np.float32)))
+            m.bias.copy_(torch.from_numpy(rng.standard_normal(m.bias.shape).astype(np.float32)))
+        return name, m.to(dtype)
+
+    name, mod = module(torch.float32)
+    cout, cin, kh, kw = mod.weight_v.shape
+    x = np.random.default_rng(7).standard_normal((2, cin, 37, 50)).astype(np.float32)  # ragged phase ends
+
+    def official(m, dtype):
+        xt = torch.from_numpy(x).to(dtype).requires_grad_(True)
+        y = m(xt)
+        gt = torch.from_numpy(np.random.default_rng(9).standard_normal(tuple(y.shape)).astype(np.float32)).to(dtype)
+        y.backward(gt)
+        return [t.detach().double().numpy() for t in (xt.grad, m.weight_v.grad, m.weight_g.grad, m.bias.grad)], gt
+
+    (ref, gt), (ref64, _) = official(mod, torch.float32), official(module(torch.float64)[1], torch.float64)
+    gt = gt.float()
+    conv = Conv2d(cout, (kh, kw), stride=tuple(mod.stride), dilation=tuple(mod.dilation),
+                  padding=tuple(mod.padding), weight_norm=True)
+    params = {"weight_v": jnp.asarray(mod.weight_v.detach().numpy().transpose(2, 3, 1, 0)),
+              "weight_g": jnp.asarray(mod.weight_g.detach().numpy().reshape(1, 1, 1, cout)),
+              "bias": jnp.asarray(mod.bias.detach().numpy())}
+    _, vjp = jax.vjp(lambda p, xx: conv.apply({"params": p}, xx), params, jnp.asarray(x.transpose(0, 2, 3, 1)))
+    gp, gx = jax.jit(vjp)(jnp.asarray(gt.numpy().transpose(0, 2, 3, 1)))
+    ours = [np.asarray(gx).transpose(0, 3, 1, 2), np.asarray(gp["weight_v"]).transpose(3, 2, 0, 1),
+            np.asarray(gp["weight_g"]).reshape(cout, 1, 1, 1), np.asarray(gp["bias"])]
+    for what, o, r, r64 in zip(("input", "weight_v", "weight_g", "bias"), ours, ref, ref64):
+        s, s64, t64 = assert_equivalent(o.astype(np.float64), r, r64, f"{name} {what}")
+        print(f"{name} {what}: {s:.1f} dB vs torch float32; vs float64 {s64:.1f} dB (torch {t64:.1f} dB)")
+
+
 @pytest.mark.parametrize("as_2d", [False, True])
 @pytest.mark.parametrize("stride,dilation,groups,padding", [(1, 1, 1, (3, 3)), (1, 5, 1, (15, 15)),
                                                             (2, 1, 1, (0, 2)), (1, 1, 4, (1, 1))])

@@ -14,6 +14,7 @@ the parametrisation, inference runs on folded weights.
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 from typing import Any, Callable
@@ -107,7 +108,12 @@ def hold_past(x: Array, ends: Array | None, reach: int, value: Array | None = No
 def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, padding: Padding = 0,
            groups: int = 1, padding_mode: str = "zeros", precision=None) -> Array:
     """torch.nn.functional.conv1d in channels-last layout. x [B, T, Cin], kernel [K, Cin/groups, Cout].
+    Strided convolutions differentiate through :func:`conv_nd`'s sub-pixel input gradient.
 
+    Kernel-size-1 convolutions stay convolutions: written as a matrix product (einsum) their backward pass
+    was not faster (WaveGlow's cond, res_skip and start layers at T = 2000: 1.03x, 1.13x and 4.9x slower,
+    experiments/profile/step_convs.py's notes in docs/training.md); XLA already runs their forward pass and
+    input gradient as dots.
     With ``CONV1D_AS_2D`` set (off by default) it is traced as a 2-D convolution over ``[B, 1, T, Cin]``,
     which XLA's CPU backend hands to YNNPACK (2-D float32, more than 16 channels; 1-D ones never), with the
     1-D form's gradients (custom VJP, reverse mode only). Faster on wide layers but less accurate: it broke the
@@ -115,17 +121,108 @@ def conv1d(x: Array, kernel: Array, *, stride: int = 1, dilation: int = 1, paddi
     left, right = _pair(padding)
     if padding_mode != "zeros":
         x, left, right = pad_time(x, left, right, padding_mode), 0, 0
-    form = _conv1d_as_2d if CONV1D_AS_2D else _conv1d_nwc
-    return form(x, kernel.astype(x.dtype), stride, dilation, left, right, groups, precision)
+    if CONV1D_AS_2D:
+        return _conv1d_as_2d(x, kernel.astype(x.dtype), stride, dilation, left, right, groups, precision)
+    return conv_nd(x, kernel.astype(x.dtype), (stride,), ((left, right),), (dilation,), groups, precision)
 
 
 CONV1D_AS_2D = False  # read when a program is traced (experiments.profile.xla_options compares both forms)
 
 
-def _conv1d_nwc(x, kernel, stride, dilation, left, right, groups, precision):
+_DIMENSIONS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+def _conv(x, kernel, stride, padding, dilation, groups, precision):
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(stride,), padding=[(left, right)], rhs_dilation=(dilation,),
-        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups, precision=precision)
+        x, kernel, window_strides=stride, padding=padding, rhs_dilation=dilation,
+        dimension_numbers=_DIMENSIONS[x.ndim - 2], feature_group_count=groups, precision=precision)
+
+
+def conv_nd(x: Array, kernel: Array, stride: tuple[int, ...], padding: tuple[tuple[int, int], ...],
+            dilation: tuple[int, ...], groups: int = 1, precision=None) -> Array:
+    """A channels-last 1D or 2D convolution (x [B, *spatial, Cin], kernel [*taps, Cin/groups, Cout]).
+
+    When it is strided (one group, no dilation along the strided axes) and has an unstrided axis with several
+    taps (the CQTD's and MRD's (3, 9) stride (1, 2) layers), its input gradient is written out in sub-pixel
+    form (:func:`strided_input_grad`): autodiff would emit a convolution over the output gradient dilated by
+    the stride (``lhs_dilation``), which XLA's CPU backend runs 2-3x slower than the forward pass and its
+    fast convolution paths (oneDNN, YNNPACK) refuse. The forward pass is the same XLA convolution either way.
+    Other strided convolutions (MPD's (5, 1) stride (3, 1), 1D) keep autodiff's gradient: for the MPD the
+    sub-pixel form was not faster (docs/training.md, "Gradients without slow convolutions")."""
+    stride, dilation = tuple(stride), tuple(dilation)
+    padding = tuple(tuple(p) for p in padding)
+    if (groups == 1 and any(s > 1 for s in stride) and all(d == 1 for s, d in zip(stride, dilation) if s > 1)
+            and any(s == 1 and k > 1 for s, k in zip(stride, kernel.shape))):
+        return _strided_conv(x, kernel, stride, padding, dilation, precision)
+    return _conv(x, kernel, stride, padding, dilation, groups, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _strided_conv(x, kernel, stride, padding, dilation, precision):
+    return _conv(x, kernel, stride, padding, dilation, 1, precision)
+
+
+def _strided_conv_fwd(x, kernel, stride, padding, dilation, precision):
+    return _conv(x, kernel, stride, padding, dilation, 1, precision), (x, kernel)
+
+
+def _strided_conv_bwd(stride, padding, dilation, precision, res, g):
+    x, kernel = res
+    dx = strided_input_grad(g, kernel, x.shape[1:-1], stride, padding, dilation, precision)
+    dw = jax.vjp(lambda k: _conv(x, k, stride, padding, dilation, 1, precision), kernel)[1](g)[0]
+    return dx, dw
+
+
+_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
+def strided_input_grad(g: Array, kernel: Array, in_size: tuple[int, ...], stride, padding, dilation,
+                       precision=None) -> Array:
+    """:func:`conv_input_grad`, with one partial gradient per kernel tap along the first unstrided axis with
+    several (there must be one), added pairwise: each sums a third (for 3 taps) of the products in its own accumulator. One
+    convolution summing them all lands up to 6 dB further from float64 than torch's gradient with 8 to 32
+    channels (tests/test_layers.py); by taps it is within torch's, ~1.2x the time of the single convolution
+    and still ~2x faster than autodiff's (experiments/profile/strided_grads.py --ops)."""
+    a = next(a for a, s in enumerate(stride) if s == 1 and kernel.shape[a] > 1)
+    d, (pl, pr) = dilation[a], padding[a]
+    K = kernel.shape[a]
+    parts = [conv_input_grad(g, jax.lax.slice_in_dim(kernel, i, i + 1, axis=a), in_size, stride,
+                             padding[:a] + ((pl - d * i, pr - d * (K - 1 - i)),) + padding[a + 1:], dilation,
+                             precision) for i in range(K)]
+    return pairwise_sum(jnp.stack(parts), 0)
+
+
+def conv_input_grad(g: Array, kernel: Array, in_size: tuple[int, ...], stride, padding, dilation,
+                    precision=None) -> Array:
+    """The gradient of a one-group convolution (:func:`conv_nd`'s arguments) with respect to its input, for
+    the output gradient ``g``, as one convolution without base dilation ("sub-pixel" form).
+
+    Along an axis of stride s (dilation 1), input position ``s*q + r`` of the padded input receives
+    ``sum_m kernel[s*m + r] g[q - m]``: each phase r is a stride-1 convolution of ``g`` with the sub-kernel
+    ``kernel[r::s]``. The phases become s times more output channels (ordered phase-major) of one
+    convolution, then interleaved. Along a stride-1 axis it is the usual convolution with the flipped
+    kernel (dilation kept). Only the output positions that land inside the unpadded input are computed."""
+    nd = len(in_size)
+    taps, (cin, cout) = kernel.shape[:nd], kernel.shape[nd:]
+    M = [-(-k // s) for k, s in zip(taps, stride)]  # taps per phase
+    k = jnp.pad(kernel, [(0, m * s - t) for m, s, t in zip(M, stride, taps)] + [(0, 0), (0, 0)])
+    k = k.reshape([v for m, s in zip(M, stride) for v in (m, s)] + [cin, cout])
+    k = jnp.flip(k, tuple(2 * i for i in range(nd)))  # [M0, s0, M1, s1, cin, cout], taps reversed
+    k = k.transpose([2 * i for i in range(nd)] + [2 * nd + 1] + [2 * i + 1 for i in range(nd)] + [2 * nd])
+    k = k.reshape(*M, cout, math.prod(stride) * cin)
+    pads, crops = [(0, 0, 0)], []
+    for i in range(nd):
+        (pl, _), s, d, L, T = padding[i], stride[i], dilation[i], in_size[i], g.shape[1 + i]
+        q_lo, q_hi = pl // s, (pl + L - 1) // s  # phase positions that reach the unpadded input
+        pads.append((d * (M[i] - 1) - q_lo, q_hi + 1 - T, 0))
+        crops.append(pl - s * q_lo)
+    pads.append((0, 0, 0))
+    y = _conv(jax.lax.pad(g, jnp.zeros((), g.dtype), pads), k, (1,) * nd, ((0, 0),) * nd, dilation, 1, precision)
+    Q = y.shape[1:-1]
+    y = y.reshape(y.shape[0], *Q, *stride, cin)  # [B, Q0, Q1, s0, s1, cin]
+    y = y.transpose([0] + [v for i in range(nd) for v in (1 + i, 1 + nd + i)] + [1 + 2 * nd])
+    y = y.reshape(y.shape[0], *(q * s for q, s in zip(Q, stride)), cin)
+    return y[(slice(None),) + tuple(slice(c, c + L) for c, L in zip(crops, in_size))]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
@@ -143,7 +240,9 @@ def _conv1d_as_2d_fwd(x, kernel, *static):
 
 def _conv1d_as_2d_bwd(*args):
     *static, (x, kernel), g = args
-    return jax.vjp(lambda a, b: _conv1d_nwc(a, b, *static), x, kernel)[1](g)
+    stride, dilation, left, right, groups, precision = static
+    return jax.vjp(lambda a, b: _conv(a, b, (stride,), ((left, right),), (dilation,), groups, precision),
+                   x, kernel)[1](g)
 
 
 _conv1d_as_2d.defvjp(_conv1d_as_2d_fwd, _conv1d_as_2d_bwd)
@@ -309,9 +408,7 @@ def conv2d(x: Array, kernel: Array, *, stride: tuple[int, int] = (1, 1), dilatio
             rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g,
             precision=precision)
         return pairwise_sum(y.reshape(*y.shape[:-1], g, cout), -2)
-    return jax.lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), window_strides=tuple(stride), padding=[(p, p) for p in padding],
-        rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
+    return conv_nd(x, kernel.astype(x.dtype), stride, tuple((p, p) for p in padding), dilation, 1, precision)
 
 
 class Conv2d(_WeightNormed):
