@@ -45,7 +45,7 @@ def snake(x: Array, alpha: Array, magnitude: Array) -> Array:
     (measured: the parameter gradients of an anti-aliased activation 4x the input gradient). Here the
     elementwise terms are computed once and summed as a matrix-vector product."""
     inv = 1.0 / (magnitude + 1e-9)  # the official no_div_by_zero
-    return x + inv.astype(x.dtype) * jnp.square(sin(x * alpha.astype(x.dtype)))
+    return x + inv.astype(x.dtype) * sin_squared(x * alpha.astype(x.dtype))
 
 
 def _channel_sum(v: Array) -> Array:
@@ -112,6 +112,34 @@ def _sin_f32_jvp(primals, tangents):
 def sin(x: Array) -> Array:
     """Elementwise sine: the arithmetic float32 sine above for float32 input, jnp.sin for other dtypes."""
     return _sin_f32(x) if x.dtype == jnp.float32 else jnp.sin(x)
+
+
+# sin(x)^2 (Snake's forward pass) in about half the arithmetic of squaring the sine above: sin^2 has period pi,
+# so x is reduced by multiples of pi (the same three-part constants doubled: exact in float32, so the
+# reduction is as accurate as the sine's) to r in [-pi/2, pi/2], where sin(r)^2 = z Q(z), z = r^2, Q a degree-5
+# polynomial fitted to (sin(r) / r)^2 (least squares at 4000 Chebyshev nodes in float64, Q(0) = 1, then
+# rounded to float32): no quadrant, no cosine, no select. Evaluated in float32 over [-pi/2, pi/2] its relative
+# error is 5.0e-8 rms and 2.5e-7 at most, against 5.2e-8 and 1.8e-7 for the correctly rounded float32 sine
+# squared (tests/test_layers.py measures it against float64 and torch).
+_SIN2 = (-0.3333331346511841, 0.04444335028529167, -0.0031725589651614428, 0.00013941482757218182,
+         -3.640777777036419e-06)
+
+
+def _sin_squared_f32(x: Array) -> Array:
+    f = np.float32
+    j = jnp.round(x * f(1 / np.pi))
+    r = ((x - j * f(2 * _P1)) - j * f(2 * _P2)) - j * f(2 * _P3)
+    z = r * r
+    q = f(_SIN2[-1])
+    for c in _SIN2[-2::-1]:
+        q = q * z + f(c)
+    return z * (q * z + f(1.0))
+
+
+def sin_squared(x: Array) -> Array:
+    """Elementwise sin(x)^2: the arithmetic form above for float32 input, jnp.sin squared for other dtypes.
+    Forward only (Snake's gradient is written out with :func:`_sin_cos_f32`)."""
+    return _sin_squared_f32(x) if x.dtype == jnp.float32 else jnp.square(jnp.sin(x))
 
 
 # ----------------------------------------------------------------------------------------------------------
