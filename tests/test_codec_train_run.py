@@ -8,9 +8,17 @@ Every run below uses the same config at batch 4 with 8 training files (2 batches
 is updated at steps 1 and 3, not at 2 and 4), so that the one-device step compiles once for the whole module
 (XLA's persistent cache of tests/conftest.py).
 
-* sharded == single device is not here: its test (branch ``codectests``) measured the codec's step on a
-  data 2 x fsdp 2 mesh 4.8e-6 from one device in the losses (bound 1e-6) and 5e-5 in the generator's
-  parameters, an open finding of issue 12 (docs/codec.md).
+* sharded == single device: each of two steps (discriminator update, then none) taken on one device and on a
+  data 2 x fsdp 2 mesh of 4 host CPU devices (every leaf that can be split sharded, WavLM included) from the
+  same state, the one-device state before that step (``train_standin.gan_steps_from_same_state``). Checked:
+  every loss metric within 1e-6 relative; the gradients the two optimizers receive within ``GRAD_REL``; the
+  sharded optimizer's update equal (1e-6 relative) to the one-device optimizer's update of the sharded
+  gradients; the discriminator bitwise kept where it is not updated. Why not the whole multi-step run
+  compared after the fact (tests/test_train_sharding.py's measure): the codec's gradients hold elements at
+  rounding level, whose first Adam update is about lr * sign(g) either way, so one step's float32 reduction
+  order moves those parameters by up to 2 lr and every later loss with them (docs/codec.md, "Sharded == one
+  device"). The same checks, given an injected sharding fault (one shard's item zeroed; the lengths given to
+  the wrong items), fail.
 * bitwise resume: `jaxvoc train` from a folder (run A, to the end) and from a NeMo manifest of the same files
   (run B: SIGKILL after step 3, then --resume) end with bitwise equal states and exports; the training
   checkpoints hold no WavLM weights.
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 
 import jax
 import numpy as np
@@ -37,6 +46,7 @@ import pytest
 from conftest import assert_user_error
 from test_codec import cli
 from test_train_resume import assert_same_final_state, checkpoint_state, kill_and_resume
+from test_train_sharding import run_on_cpu_devices
 from train_standin import CODEC_TINY, cli_env, codec_settings, set_args, write_manifest, write_wavs
 
 SR = 22050
@@ -74,6 +84,59 @@ def _tree_equal(a, b) -> bool:
     """The same leaf names, every leaf bitwise equal (dtype included)."""
     la, lb = _leaves(a), _leaves(b)
     return la.keys() == lb.keys() and all(la[k].dtype == lb[k].dtype and np.array_equal(la[k], lb[k]) for k in la)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sharded == single device
+
+# The gradients' bound: measured 2026-11-29 (docs/codec.md, "Sharded == one device") at ~1e-7 relative
+# (float32 sums over the batch and time in another order); 1e-5 leaves two orders of magnitude for other
+# machines and XLA versions, and is still far below what a fault gives (>= 1e-2 for the injected ones).
+GRAD_REL = 1e-5
+SHARDED_SCRIPT = textwrap.dedent(r"""
+    import json, os, sys
+    import jax, numpy as np
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from train_standin import CODEC_TINY, codec_batches, codec_settings, gan_steps_from_same_state, with_recorded_gradients
+    from jaxvoc.train import config as config_lib
+    from jaxvoc.train.codec import CodecTask
+
+    assert jax.device_count() == 4, jax.devices()
+    cfg = config_lib.load(CODEC_TINY, codec_settings(WAVLM))
+    task = with_recorded_gradients(CodecTask)(cfg, steps_per_epoch=2)  # as the CLI runs: 8 files in batches of 4
+
+    def drop_last_shard(b):  # the last device's item lost (zeros)
+        a = b["audio"].copy()
+        a[-1] = 0.0
+        return {"audio": a, "audio_len": b["audio_len"]}
+
+    def lengths_misassigned(b):  # each length given to the neighbouring item
+        return {"audio": b["audio"], "audio_len": np.roll(b["audio_len"], 1)}
+
+    out = gan_steps_from_same_state(task, cfg.segment_size, codec_batches(2), (("dp2_fsdp2", 2),), cfg.seed,
+                                    (("drop_last_shard", drop_last_shard), ("lengths_misassigned", lengths_misassigned)))
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_codec_sharded_step_matches_single_device(standin):
+    res = run_on_cpu_devices(f"WAVLM = {standin['wavlm']!r}\n" + SHARDED_SCRIPT, 4)["dp2_fsdp2"]
+    assert res["sharded_leaves"] > 10  # parameters, Adam moments and WavLM split over fsdp
+    steps = res["steps"]
+    assert [r["disc_updated"] for r in steps] == [1.0, 0.0]
+    assert steps[0]["losses"]["d_loss"] > 0 and steps[1]["losses"]["d_loss"] == 0.0
+    assert set(NEMO_LOSSES) <= set(steps[0]["loss_keys"])
+    assert steps[1]["d_unchanged"] is True and "d" not in steps[1]
+    for i, r in enumerate(steps):
+        assert r["finite"], (i, r)
+        assert r["loss_rel"] <= 1e-6, (i, r["worst"], r["loss_rel"])  # float32 sums in another order: ~1e-7
+        for t in ("g", "d")[:2 - i]:
+            assert r[t]["grad_rel"] <= GRAD_REL and r[t]["grad_cos"] <= GRAD_REL ** 2, (i, t, r[t])
+            assert r[t]["opt_rel"] <= 1e-6, (i, t, r[t])  # the same elementwise Adam of the same gradients
+    for fault in ("drop_last_shard", "lengths_misassigned"):  # an injected fault fails these checks
+        r = res[fault]
+        assert r["loss_rel"] > 1e-4 and r["g"]["grad_rel"] > 100 * GRAD_REL and r["d"]["grad_rel"] > 100 * GRAD_REL, \
+            (fault, r)
 
 
 # ----------------------------------------------------------------------------------------------------------
