@@ -31,10 +31,11 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Two pytest workers, one test file each at a time (--dist loadfile: a file's module fixtures are built once):
-# most of a test's time is single-threaded XLA compilation, so two files overlap well on two cores. The 30
-# slowest tests are listed at the end.
+# most of a test's time is single-threaded XLA compilation, so two files overlap well on two cores. The files
+# are handed out longest first (tests/conftest.py, SLOW_FILES_FIRST; --no-loadscope-reorder keeps that order).
+# The 30 slowest tests are listed at the end.
 test: venv
-	$(VPY) -m pytest -q -n 2 --dist loadfile --durations=30 $(PYTEST_ARGS)
+	$(VPY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 demo: venv
 	$(VPY) -m experiments.demo $(if $(CKPT),--ckpt $(CKPT),)

@@ -52,6 +52,27 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return line
 
 
+# `make test` runs two workers with --dist loadfile --no-loadscope-reorder: each takes the next file in this
+# order. The files that take longest (the slowest tests of the last full run, 2026-11-29) go first, the rest
+# after them in xdist's default order (most tests first), so that the run ends on short files on both workers
+# rather than on one long file that started late (xdist's own order puts few-test files, some of them the
+# longest, last). test_codec_reference.py follows test_codec_train_step.py, so that the worker running the
+# latter takes it next and NeMo's reference run (codec_reference_run, per worker) is made once.
+SLOW_FILES_FIRST = ("test_codec_train_run.py", "test_codec_train_step.py", "test_codec_reference.py",
+                    "test_train_multiprocess.py", "test_windowed.py", "test_gpu_check.py", "test_synth_exact.py",
+                    "test_wavlm.py", "test_bigvgan.py", "test_bigvgan_gan.py", "test_codec_gan.py",
+                    "test_train_init.py", "test_train_sharding.py")
+
+
+def pytest_collection_modifyitems(items):
+    n_tests: dict = {}
+    for item in items:
+        n_tests[item.path.name] = n_tests.get(item.path.name, 0) + 1
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    # stable: each file's tests stay together and in their order
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -n_tests[item.path.name]))
+
+
 @pytest.fixture(scope="session")
 def codec_reference_run():
     """NeMo's own codec ``training_step`` (experiments/reference/codec_train.py) for three steps, epoch 0

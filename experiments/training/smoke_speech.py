@@ -41,6 +41,7 @@ SENTENCES = [
 ]
 VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb-x-rp+m3"]
 SPEEDS = [140, 165, 185]
+TINY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "codec_tiny_smoke.yaml")
 
 
 def write_standin_wavlm(out: str, seed: int = 0) -> list[str]:
@@ -54,6 +55,7 @@ def write_standin_wavlm(out: str, seed: int = 0) -> list[str]:
     from conversion import codec as cc
     from conversion import wavlm as cw
     from jaxvoc.io import checkpoint
+    from jaxvoc.train.codec_config import read_yaml, resolve
 
     torch.manual_seed(seed)
     wavlm_cfg = transformers.WavLMConfig(**cc.WAVLM_SMALL)
@@ -62,14 +64,11 @@ def write_standin_wavlm(out: str, seed: int = 0) -> list[str]:
         conv = cw.convert(hf)
     checkpoint.save(out, "wavlm", conv.config, conv.params, overwrite=True)
     # the tiny config's discriminators, the SLM one sized to this WavLM (a list: --set replaces it whole)
-    discriminators = [
-        {"_target_": "nemo.collections.tts.modules.encodec_modules.MultiResolutionDiscriminatorSTFT",
-         "resolutions": [[128, 32, 128], [256, 64, 256], [512, 128, 512]]},
-        {"_target_": "nemo.collections.tts.modules.audio_codec_modules.MultiPeriodDiscriminator"},
-        {"_target_": "nemo.collections.tts.modules.audio_codec_modules.SLMDiscriminator",
-         "slm_model_name": "microsoft/wavlm-base-plus", "slm_sr": 16000, "input_sr": 22050,
-         "slm_hidden": wavlm_cfg.hidden_size, "slm_layers": wavlm_cfg.num_hidden_layers + 1,
-         "initial_channel": 64, "use_spectral_norm": False}]
+    discriminators = resolve(read_yaml(TINY_CONFIG, "config", "restore it from the repository"),
+                             TINY_CONFIG)["model"]["discriminator"]["discriminators"]
+    for d in discriminators:
+        if d["_target_"].endswith(".SLMDiscriminator"):
+            d.update(slm_hidden=wavlm_cfg.hidden_size, slm_layers=wavlm_cfg.num_hidden_layers + 1)
     return [f"train.wavlm={out}",
             "model.discriminator.discriminators=" + json.dumps(discriminators, separators=(",", ":"))]
 

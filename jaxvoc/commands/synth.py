@@ -107,7 +107,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from jaxvoc.io.atomic import AllOrNothing
+    from jaxvoc.models.base import map_large_blocks
 
+    map_large_blocks()  # before the weights are read: freed large blocks go back to the system at once
     stems, model = open_model(args, ("bigvgan", "waveglow"), "use jaxvoc encode/decode for a codec")
     opts = {k: getattr(args, k) for k in model.synth_options}
     rf = model.receptive_field(**opts)

@@ -43,15 +43,35 @@ def counting_jit(fn: Callable, on_trace: Callable[[], None], static_argnums=()) 
     return jax.jit(traced, static_argnums=static_argnums)
 
 
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def release_memory() -> None:
     """Hands freed heap memory back to the operating system (glibc's malloc_trim; nothing elsewhere). XLA's
     compiler frees ~0.7 GB of scratch after compiling the full-size BigVGAN, which glibc would otherwise keep,
     and which the program's own buffers would then add to: trimming between compiling and running keeps the
     peak resident memory at the compiler's (docs/bigvgan.md)."""
-    import ctypes
-    import ctypes.util
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+
+MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's own initial value, kept fixed
+
+
+def map_large_blocks() -> None:
+    """Every allocation of MMAP_THRESHOLD bytes or more gets its own mapping, returned to the system the moment
+    it is freed (glibc's mallopt M_MMAP_THRESHOLD; nothing elsewhere). By default glibc raises that threshold
+    (up to 32 MB) each time such a block is freed, after which blocks of up to 32 MB (the weights read from a
+    checkpoint, XLA's buffers) are carved from its heaps, whose freed pages it keeps: with the full-size BigVGAN
+    this held 0.2-0.3 GB more at the peak of ``jaxvoc synth`` (docs/bigvgan.md, "Where the memory goes")."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
