@@ -106,6 +106,9 @@ SHARDED_SCRIPT = textwrap.dedent(r"""
     from jaxvoc.train.codec import CodecTask
 
     assert jax.device_count() == 4, jax.devices()
+    compiles = []  # (program, seconds) of each XLA compilation (a persistent-cache hit included) of 0.1 s or more
+    jax.monitoring.register_event_duration_secs_listener(lambda event, secs, **kw: compiles.append(
+        (kw.get("fun_name"), round(secs, 2))) if event.endswith("backend_compile_duration") and secs >= 0.1 else None)
     cfg = config_lib.load(CODEC_TINY, codec_settings(WAVLM))
     task = with_recorded_gradients(CodecTask)(cfg, steps_per_epoch=2)  # as the CLI runs: 8 files in batches of 4
 
@@ -117,14 +120,22 @@ SHARDED_SCRIPT = textwrap.dedent(r"""
     def lengths_misassigned(b):  # each length given to the neighbouring item
         return {"audio": b["audio"], "audio_len": np.roll(b["audio_len"], 1)}
 
-    out = gan_steps_from_same_state(task, cfg.segment_size, codec_batches(2), (("dp2_fsdp2", 2),), cfg.seed,
+    out = gan_steps_from_same_state(task, cfg.segment_size, codec_batches(2, cfg.batch_size, cfg.segment_size),
+                                    (("dp2_fsdp2", 2),), cfg.seed,
                                     (("drop_last_shard", drop_last_shard), ("lengths_misassigned", lengths_misassigned)))
-    print("RESULT " + json.dumps(out))
+    print("RESULT " + json.dumps({**out, "compiles": compiles}))
 """)
 
 
 def test_codec_sharded_step_matches_single_device(standin):
-    res = run_on_cpu_devices(f"WAVLM = {standin['wavlm']!r}\n" + SHARDED_SCRIPT, 4)["dp2_fsdp2"]
+    out = run_on_cpu_devices(f"WAVLM = {standin['wavlm']!r}\n" + SHARDED_SCRIPT, 4)
+    res = out["dp2_fsdp2"]
+    print("codec sharded vs one device:", json.dumps(
+        {"seconds": res["seconds"], "compiles": out["compiles"],
+         "steps": [{"loss_rel": r["loss_rel"], "worst": r["worst"], **{t: r[t] for t in ("g", "d") if t in r}}
+                   for r in res["steps"]],
+         "faults": {f: (res[f]["loss_rel"], res[f]["worst"]) for f in ("drop_last_shard", "lengths_misassigned")}},
+        indent=1))
     assert res["sharded_leaves"] > 10  # parameters, Adam moments and WavLM split over fsdp
     steps = res["steps"]
     assert [r["disc_updated"] for r in steps] == [1.0, 0.0]

@@ -297,7 +297,11 @@ def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: i
     optimizer's update *of the layout's own gradients* (what the sharded optimizer did with what it was given);
     ``d_unchanged`` where the discriminator was not updated (its parameters and optimizer state bitwise kept).
     ``corruptions``: ``(name, fn(batch) -> batch)`` applied to the layouts' batches only (an injected sharding
-    fault, to show the checks catch it); reported under ``name`` per layout."""
+    fault, to show the checks catch it); reported under ``name`` per layout. ``seconds``: wall time of the
+    one-device build and init (``one_init``), its steps (``one_steps``, the compile included), and per layout
+    its steps (``steps``) and the faults' (``faults``)."""
+    import time
+
     import numpy as np
 
     from jaxvoc.train import loop, sharding
@@ -311,13 +315,16 @@ def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: i
     upd_g = jax.jit(lambda g, o, p, s: one_device_update(tx_g, g, o, p, s))  # host arrays: the first device
     upd_d = jax.jit(lambda g, o, p, s: one_device_update(tx_d, g, o, p, s))
 
+    t0 = time.perf_counter()
     one = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), segment_size, seed)
     state = jax.device_get(one.init())
+    t1 = time.perf_counter()
     ref = []
     for b in batches:
         new, m = one.step(jax.device_put(state, one.state_shardings), sharding.global_batch(b, one.batch_sharding))
         ref.append((state, b, jax.device_get(new), {k: float(v) for k, v in jax.device_get(m).items()}))
         state = ref[-1][2]
+    seconds = {"one_init": t1 - t0, "one_steps": time.perf_counter() - t1}
 
     def compare(s, i, batch):
         before, _, after, m_ref = ref[i]
@@ -347,25 +354,28 @@ def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: i
 
     out = {}
     for name, fsdp in layouts:
+        t0 = time.perf_counter()
         s = loop.build(task, sharding.make_mesh(fsdp), segment_size, seed, 0)
-        abstract = jax.device_put(ref[0][0], s.state_shardings)
-        rows = {"sharded_leaves": sum(1 for x in jax.tree_util.tree_leaves(abstract) if "fsdp" in str(x.sharding.spec)),
+        rows = {"sharded_leaves": sum("fsdp" in str(sh.spec) for sh in jax.tree_util.tree_leaves(s.state_shardings)),
                 "steps": [compare(s, i, ref[i][1]) for i in range(len(ref))]}
+        t1 = time.perf_counter()
         for cname, fn in corruptions:
             rows[cname] = compare(s, 0, fn(ref[0][1]))
+        rows["seconds"] = {**seconds, "steps": t1 - t0, "faults": time.perf_counter() - t1}
         out[name] = rows
     return out
 
 
-def codec_batches(n_batches: int = 2, n_items: int = 4, n: int = 4096) -> list[dict]:
-    """Batches of the speech fixture for the codec's step, mixed lengths (the losses' masks): items of 4096,
-    3000, 4096 and 2500 samples, zero past their lengths."""
+def codec_batches(n_batches: int = 2, n_items: int = 4, n: int = 2048) -> list[dict]:
+    """Batches of the speech fixture for the codec's step, ``n`` samples (the config's segment_size), mixed
+    lengths (the losses' masks, not whole frames): items of n, 375/512 n, n and 625/1024 n samples (2048: 2048,
+    1500, 2048, 1250; 4096: 4096, 3000, 4096, 2500), zero past their lengths."""
     import numpy as np
 
     from conftest import speech
 
     y = speech(22050)
-    lens = np.resize(np.array([4096, 3000, 4096, 2500], np.int32), n_items)
+    lens = np.resize(np.array([n, n * 375 // 512, n, n * 625 // 1024], np.int32), n_items)
     out = []
     for i in range(n_batches):
         a = np.stack([y[(i * n_items + j) * 5000:(i * n_items + j) * 5000 + n] for j in range(n_items)])

@@ -1,6 +1,9 @@
 """Where the codec's sharded train step departs from the one-device step (issue 12): the tiny codec of
-tests/test_codec_train_run.py (``train_standin.codec_settings``), a stand-in WavLM, one batch of 4 with mixed
-lengths; one device against a data 2 x fsdp 2 mesh of 4 host CPU devices, the same initial state.
+tests/test_codec_train_run.py (``train_standin.codec_settings``) at the size its report
+docs/results/codec_sharding_noise.json was measured with (``report_size()``: all three discriminator kinds of
+``conversion.codec.small_discriminator`` and 4096-sample crops, more than the test's), a stand-in WavLM, one
+batch of 4 with mixed lengths; one device against a data 2 x fsdp 2 mesh of 4 host CPU devices, the same
+initial state.
 
 Measured per layout, relative to one device: the encoder output before FSQ and its distance to the nearest
 rounding boundary, the FSQ codes per item, the generated audio, the per-item loss terms (NeMo's reductions
@@ -26,6 +29,17 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+N_SAMPLES = 4096
+
+
+def report_size() -> list[str]:
+    """``--set`` overrides after ``codec_settings`` for the report's size: the three discriminator kinds of
+    small_discriminator (2 STFT resolutions, period 2, SLM) and ``N_SAMPLES``-sample crops."""
+    from conversion import codec as cc
+
+    return [f"model.discriminator.discriminators={json.dumps(cc.small_discriminator()['discriminators'])}",
+            f"train_n_samples={N_SAMPLES}"]
 
 
 def wavlm_checkpoint(folder: str) -> str:
@@ -61,11 +75,12 @@ def main(argv=None) -> dict:
 
     assert jax.device_count() == 4, jax.devices()
     tmp = tempfile.mkdtemp()
-    cfg = config_lib.load(CODEC_TINY, codec_settings(wavlm_checkpoint(tmp)))
+    cfg = config_lib.load(CODEC_TINY, codec_settings(wavlm_checkpoint(tmp)) + report_size())
+    assert cfg.segment_size == N_SAMPLES
 
     task = with_recorded_gradients(CodecTask)(cfg, steps_per_epoch=2)
     obj, codec, h = task.obj, task.obj.codec, task.obj.hyper
-    batch = codec_batches(1)[0]
+    batch = codec_batches(1, cfg.batch_size, N_SAMPLES)[0]
 
     def probe(params_g, b):
         """Per item: encoder output (pre-FSQ), codes, generated audio, mel-L1 and STFT per item."""
