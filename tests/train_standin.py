@@ -287,7 +287,30 @@ def with_recorded_gradients(task_cls):
     return Recorded
 
 
-def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: int, corruptions=()) -> dict:
+def state_from_checkpoint(task, setup, seed: int, ckpt_dir: str) -> dict:
+    """``task``'s first train state (no frozen part) with the weights of the converted checkpoint ``ckpt_dir``
+    (``task.apply_init``, as ``--init``) and its optimizers' ``init`` of them, made without compiling
+    ``task.init_state`` (for the codec a forward pass of every model and the random initialisers: minutes on a
+    CPU). ``setup``: ``loop.build``'s, whose ``abstract_state`` the result matches leaf by leaf."""
+    import numpy as np
+
+    from jaxvoc.train.objective import FROZEN
+
+    abstract = {k: v for k, v in setup.abstract_state.items() if k != FROZEN}
+    dev = jax.devices()[0]
+    state, _ = task.apply_init(jax.tree_util.tree_map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype), dev),
+                                                      abstract), ckpt_dir)
+    tx_g, tx_d, _ = task.optimizers()
+    opt_g, opt_d = jax.jit(lambda g, d: (tx_g.init(g), tx_d.init(d)))(state["params_g"], state["params_d"])
+    state = {**state, "opt_g": opt_g, "opt_d": opt_d, "rng": jax.random.split(jax.random.PRNGKey(seed))[1]}
+    assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(abstract)
+    assert all(x.shape == a.shape and x.dtype == a.dtype for x, a in zip(jax.tree_util.tree_leaves(state),
+                                                                       jax.tree_util.tree_leaves(abstract)))
+    return state
+
+
+def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: int, corruptions=(),
+                              init_from: str | None = None) -> dict:
     """Each step of ``task``'s one-device run taken again on each ``layouts`` entry ``(name, fsdp size)`` from
     the *same* state (the one-device state before that step), so that no step inherits the previous step's
     rounding differences (amplified by Adam's first updates, about lr * sign(g)). ``task.optimizers()`` must
@@ -297,7 +320,8 @@ def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: i
     optimizer's update *of the layout's own gradients* (what the sharded optimizer did with what it was given);
     ``d_unchanged`` where the discriminator was not updated (its parameters and optimizer state bitwise kept).
     ``corruptions``: ``(name, fn(batch) -> batch)`` applied to the layouts' batches only (an injected sharding
-    fault, to show the checks catch it); reported under ``name`` per layout. ``seconds``: wall time of the
+    fault, to show the checks catch it); reported under ``name`` per layout. ``init_from``: a converted
+    checkpoint to start from (:func:`state_from_checkpoint`) instead of the task's compiled init. ``seconds``: wall time of the
     one-device build and init (``one_init``), its steps (``one_steps``, the compile included), and per layout
     its steps (``steps``) and the faults' (``faults``)."""
     import time
@@ -317,7 +341,10 @@ def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: i
 
     t0 = time.perf_counter()
     one = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), segment_size, seed)
-    state = jax.device_get(one.init())
+    if init_from is None:
+        state = jax.device_get(one.init())
+    else:
+        state = jax.device_get(one.with_frozen(state_from_checkpoint(task, one, seed, init_from)))
     t1 = time.perf_counter()
     ref = []
     for b in batches:
