@@ -259,3 +259,154 @@ def layouts_vs_single(task, segment_size: int, batches, params_of, layouts, seed
                      "sharded_leaves": n_sharded, "worst": worst, "finite": all(x["finite"] for x in l),
                      "loss_keys": keys, "losses": l, "frozen_same": None if frozen is None else frozen and ref_frozen}
     return out
+
+
+def _one_minus_cos(a, b) -> float:
+    import numpy as np
+
+    a = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(a)])
+    b = np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree_util.tree_leaves(b)])
+    return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def with_recorded_gradients(task_cls):
+    """A subclass of the GAN task ``task_cls`` whose two optimizers keep the gradients they receive in their
+    states, ``(grads, state)`` (``experiments.equivalence.codec_train_step.recording``)."""
+    from experiments.equivalence.codec_train_step import recording
+
+    class Recorded(task_cls):
+        def optimizers(self):
+            tx_g, tx_d, schedule = super().optimizers()
+            return recording(tx_g), recording(tx_d), schedule
+
+        def init_state(self, rng, audio):
+            st = super().init_state(rng, audio)
+            zeros = lambda t: jax.tree_util.tree_map(jnp.zeros_like, t)  # noqa: E731
+            return {**st, "opt_g": (zeros(st["params_g"]), st["opt_g"]), "opt_d": (zeros(st["params_d"]), st["opt_d"])}
+
+    return Recorded
+
+
+def state_from_checkpoint(task, setup, seed: int, ckpt_dir: str) -> dict:
+    """``task``'s first train state (no frozen part) with the weights of the converted checkpoint ``ckpt_dir``
+    (``task.apply_init``, as ``--init``) and its optimizers' ``init`` of them, made without compiling
+    ``task.init_state`` (for the codec a forward pass of every model and the random initialisers: minutes on a
+    CPU). ``setup``: ``loop.build``'s, whose ``abstract_state`` the result matches leaf by leaf."""
+    import numpy as np
+
+    from jaxvoc.train.objective import FROZEN
+
+    abstract = {k: v for k, v in setup.abstract_state.items() if k != FROZEN}
+    dev = jax.devices()[0]
+    state, _ = task.apply_init(jax.tree_util.tree_map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype), dev),
+                                                      abstract), ckpt_dir)
+    tx_g, tx_d, _ = task.optimizers()
+    opt_g, opt_d = jax.jit(lambda g, d: (tx_g.init(g), tx_d.init(d)))(state["params_g"], state["params_d"])
+    state = {**state, "opt_g": opt_g, "opt_d": opt_d, "rng": jax.random.split(jax.random.PRNGKey(seed))[1]}
+    assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(abstract)
+    assert all(x.shape == a.shape and x.dtype == a.dtype for x, a in zip(jax.tree_util.tree_leaves(state),
+                                                                       jax.tree_util.tree_leaves(abstract)))
+    return state
+
+
+def gan_steps_from_same_state(task, segment_size: int, batches, layouts, seed: int, corruptions=(),
+                              init_from: str | None = None) -> dict:
+    """Each step of ``task``'s one-device run taken again on each ``layouts`` entry ``(name, fsdp size)`` from
+    the *same* state (the one-device state before that step), so that no step inherits the previous step's
+    rounding differences (amplified by Adam's first updates, about lr * sign(g)). ``task.optimizers()`` must
+    keep the gradients they receive (:func:`with_recorded_gradients`). Per layout and step, relative to one device: ``loss_rel`` (worst metric, at
+    ``worst``); per parameter tree ``g``/``d`` the gradients the optimizers received (``grad_rel``: ||a - b|| /
+    ||b||, ``grad_cos``: 1 - cos), and ``opt_rel``: the layout's parameter update against the one-device
+    optimizer's update *of the layout's own gradients* (what the sharded optimizer did with what it was given);
+    ``d_unchanged`` where the discriminator was not updated (its parameters and optimizer state bitwise kept).
+    ``corruptions``: ``(name, fn(batch) -> batch)`` applied to the layouts' batches only (an injected sharding
+    fault, to show the checks catch it); reported under ``name`` per layout. ``init_from``: a converted
+    checkpoint to start from (:func:`state_from_checkpoint`) instead of the task's compiled init. ``seconds``: wall time of the
+    one-device build and init (``one_init``), its steps (``one_steps``, the compile included), and per layout
+    its steps (``steps``) and the faults' (``faults``)."""
+    import time
+
+    import numpy as np
+
+    from jaxvoc.train import loop, sharding
+
+    tx_g, tx_d, _ = task.optimizers()
+
+    def one_device_update(tx, grads, opt, params, step):
+        upd, _ = tx.update(grads, opt, params, step=step)
+        return jax.tree_util.tree_map(jnp.add, params, upd)
+
+    upd_g = jax.jit(lambda g, o, p, s: one_device_update(tx_g, g, o, p, s))  # host arrays: the first device
+    upd_d = jax.jit(lambda g, o, p, s: one_device_update(tx_d, g, o, p, s))
+
+    t0 = time.perf_counter()
+    one = loop.build(task, sharding.make_mesh(1, jax.devices()[:1]), segment_size, seed)
+    if init_from is None:
+        state = jax.device_get(one.init())
+    else:
+        state = jax.device_get(one.with_frozen(state_from_checkpoint(task, one, seed, init_from)))
+    t1 = time.perf_counter()
+    ref = []
+    for b in batches:
+        new, m = one.step(jax.device_put(state, one.state_shardings), sharding.global_batch(b, one.batch_sharding))
+        ref.append((state, b, jax.device_get(new), {k: float(v) for k, v in jax.device_get(m).items()}))
+        state = ref[-1][2]
+    seconds = {"one_init": t1 - t0, "one_steps": time.perf_counter() - t1}
+
+    def compare(s, i, batch):
+        before, _, after, m_ref = ref[i]
+        new, m = s.step(jax.device_put(before, s.state_shardings), sharding.global_batch(batch, s.batch_sharding))
+        new = jax.device_get(new)
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        keys = [k for k in m_ref if k not in ("finite", "lr")]
+        errs = {k: abs(m[k] - m_ref[k]) / max(abs(m_ref[k]), 1e-30) for k in keys}
+        worst = max(errs, key=errs.get)
+        row = {"loss_rel": errs[worst], "worst": worst, "finite": bool(m["finite"]),
+               "disc_updated": m.get("disc_updated", 1.0), "loss_keys": keys, "losses": m}
+        trees = [("g", "params_g", "opt_g", upd_g)]
+        if m_ref.get("disc_updated", 1.0):
+            trees.append(("d", "params_d", "opt_d", upd_d))
+        else:
+            row["d_unchanged"] = all(np.array_equal(x, y) for x, y in zip(
+                jax.tree_util.tree_leaves((new["params_d"], new["opt_d"])),
+                jax.tree_util.tree_leaves((before["params_d"], before["opt_d"]))))
+        for t, p, o, upd in trees:
+            g, g_ref = new[o][0], after[o][0]
+            expected = jax.device_get(upd(g, before[o], before[p], before["step"]))
+            delta = jax.tree_util.tree_map(lambda x, x0: x - x0, new[p], before[p])
+            delta_exp = jax.tree_util.tree_map(lambda x, x0: x - x0, expected, before[p])
+            row[t] = {"grad_rel": _rel(g, g_ref), "grad_cos": _one_minus_cos(g, g_ref),
+                      "opt_rel": _rel(delta, delta_exp), "params_rel": _rel(new[p], after[p])}
+        return row
+
+    out = {}
+    for name, fsdp in layouts:
+        t0 = time.perf_counter()
+        s = loop.build(task, sharding.make_mesh(fsdp), segment_size, seed, 0)
+        rows = {"sharded_leaves": sum("fsdp" in str(sh.spec) for sh in jax.tree_util.tree_leaves(s.state_shardings)),
+                "steps": [compare(s, i, ref[i][1]) for i in range(len(ref))]}
+        t1 = time.perf_counter()
+        for cname, fn in corruptions:
+            rows[cname] = compare(s, 0, fn(ref[0][1]))
+        rows["seconds"] = {**seconds, "steps": t1 - t0, "faults": time.perf_counter() - t1}
+        out[name] = rows
+    return out
+
+
+def codec_batches(n_batches: int = 2, n_items: int = 4, n: int = 2048) -> list[dict]:
+    """Batches of the speech fixture for the codec's step, ``n`` samples (the config's segment_size), mixed
+    lengths (the losses' masks, not whole frames): items of n, 375/512 n, n and 625/1024 n samples (2048: 2048,
+    1500, 2048, 1250; 4096: 4096, 3000, 4096, 2500), zero past their lengths."""
+    import numpy as np
+
+    from conftest import speech
+
+    y = speech(22050)
+    lens = np.resize(np.array([n, n * 375 // 512, n, n * 625 // 1024], np.int32), n_items)
+    out = []
+    for i in range(n_batches):
+        a = np.stack([y[(i * n_items + j) * 5000:(i * n_items + j) * 5000 + n] for j in range(n_items)])
+        a = a.astype(np.float32)
+        a[np.arange(n)[None] >= lens[:, None]] = 0
+        out.append({"audio": a, "audio_len": lens.copy()})
+    return out

@@ -46,7 +46,7 @@ LOSS_REL, GRAD_COS, GRAD_NORM = 1e-5, 1e-5, 1e-4
 # The JAX side
 
 
-def _recording(tx):
+def recording(tx):
     """``tx`` with the gradients it was last given kept in its state: ``(grads, tx's state)``."""
     import jax
     import jax.numpy as jnp
@@ -86,7 +86,7 @@ def jax_steps(config: dict, initial: Mapping, batch: dict, wavlm: str, steps: in
 
     h = obj.hyper
     tx_g, tx_d, schedule = optim.codec_optimizers(obj.training.optim, BATCHES_PER_EPOCH, 2)
-    tx_g, tx_d = _recording(tx_g), _recording(tx_d)
+    tx_g, tx_d = recording(tx_g), recording(tx_d)
     jbatch = {"audio": jnp.asarray(batch["audio"]), "audio_len": jnp.asarray(batch["audio_lens"], jnp.int32)}
     # the state as the loop's init makes it (checked against the converted weights' shapes), NeMo's weights in it
     abstract = jax.eval_shape(lambda rng, b: objective.init_gan_state(obj, tx_g, tx_d, rng, obj.prepare(b)),
