@@ -158,20 +158,23 @@ def toom_cook(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 class Winograd:
     """A stride-1 "same" conv1d (kernel K, dilation d, zero padding (K-1) d / 2 each side) in the form
-    F(m, r): kernel taps cut into ``chunks`` = ceil(K / r) chunks of r (r = K for one chunk; more than one
-    needs r == m: chunk c then reads the tiles c blocks on)."""
+    F(m, r): kernel taps cut into ``chunks`` = ceil(K / r) chunks of r (zero taps appended), each an F(m, r)
+    on the input shifted by c r d samples; when m divides r that is the tile c r / m blocks on (one input
+    transform for all chunks), else each chunk has its own input transform. The chunks' products are one
+    contraction of chunks * Cin terms per transform point (``splits``: cut into that many pieces, one dot
+    each, added pairwise; ``block``: jaxvoc.nn.blocked's blocks of that many terms)."""
 
-    def __init__(self, m: int, r: int, kernel: int, dilation: int):
-        self.m, self.r, self.K, self.d = m, r, kernel, dilation
+    def __init__(self, m: int, r: int, kernel: int, dilation: int, block: int | None = None,
+                 splits: int | None = None):
+        self.m, self.r, self.K, self.d, self.block, self.splits = m, r, kernel, dilation, block, splits
         self.chunks = -(-kernel // r)
-        if self.chunks > 1 and r % m:
-            raise ValueError(f"F({m},{r}) chunks need r a multiple of m")
         self.n = m + r - 1
         self.at, self.g, self.bt = toom_cook(m, r)
 
     @property
     def name(self) -> str:
-        return f"F({self.m},{self.r})" + (f"x{self.chunks}" if self.chunks > 1 else "")
+        return (f"F({self.m},{self.r})" + (f"x{self.chunks}" if self.chunks > 1 else "")
+                + (f" blocked {self.block}" if self.block else "") + (f" split {self.splits}" if self.splits else ""))
 
     def multiplies_per_output(self) -> float:
         return self.chunks * self.n / self.m
@@ -190,20 +193,40 @@ class Winograd:
 
         m, n, d = self.m, self.n, self.d
         B, T, cin = x.shape
-        step = self.r // m if self.chunks > 1 else 0  # blocks between consecutive chunks
+        shared = self.chunks > 1 and self.r % m == 0  # chunk c reads the tiles c * r / m blocks on
+        step = self.r // m if shared else 0  # blocks between consecutive chunks
         nb = -(-T // (m * d))  # output blocks of m * d samples (d interleaved tiles of m outputs)
         nbt = nb + (self.chunks - 1) * step  # blocks whose input transform is needed
-        need = (n - 1) * d + nbt * m * d
+        shift = 0 if shared else self.r * d  # else chunk c: its own input transform, c * r * d samples on
+        need = (n - 1) * d + nbt * m * d + (self.chunks - 1) * shift
         left = (self.K - 1) * d // 2
         assert need - left - T >= 0, (need, left, T)
         xp = jnp.pad(x, ((0, 0), (left, need - left - T), (0, 0)))
-        # tile element j of every (block, phase): xp[block * m * d + j * d + phase]
-        el = [xp[:, j * d: j * d + nbt * m * d].reshape(B, nbt, m * d, cin)[:, :, :d] for j in range(n)]
-        v = jnp.stack([_combine(self.bt[p], el) for p in range(n)])  # [n, B, nbt, d, Cin]
-        if self.chunks > 1:
-            v = jnp.concatenate([v[:, :, c * step: c * step + nb] for c in range(self.chunks)], axis=-1)
+
+        def transformed(o):  # tile element j of every (block, phase): xp[o + block * m * d + j * d + phase]
+            el = [xp[:, o + j * d: o + j * d + nbt * m * d].reshape(B, nbt, m * d, cin)[:, :, :d] for j in range(n)]
+            return jnp.stack([_combine(self.bt[p], el) for p in range(n)])  # [n, B, nbt, d, Cin]
+
+        if shared or self.chunks == 1:
+            v = transformed(0)
+            if self.chunks > 1:
+                v = jnp.concatenate([v[:, :, c * step: c * step + nb] for c in range(self.chunks)], axis=-1)
+        else:
+            v = jnp.concatenate([transformed(c * shift) for c in range(self.chunks)], axis=-1)
         v = v.reshape(n, B * nb * d, self.chunks * cin)
-        prod = jnp.einsum("pkc,pco->pko", v, u.astype(x.dtype))  # one batched matrix product
+        if self.splits:  # the contraction cut into `splits` contiguous pieces, one dot each, added pairwise
+            from jaxvoc.nn.blocked import pairwise_sum
+
+            s, kc = self.splits, self.chunks * cin
+            v = v.reshape(n, -1, s, kc // s).transpose(0, 2, 1, 3)  # [n, s, rows, piece]
+            prod = jnp.einsum("pskc,psco->psko", v, u.astype(x.dtype).reshape(n, s, kc // s, -1))
+            prod = pairwise_sum(prod, 1)
+        elif self.block:  # the contraction in blocks added pairwise (jaxvoc.nn.blocked): a shorter rounding chain
+            from jaxvoc.nn.blocked import _blocked
+
+            prod = _blocked(v, u.astype(x.dtype), self.block)
+        else:
+            prod = jnp.einsum("pkc,pco->pko", v, u.astype(x.dtype))  # one batched matrix product
         prod = [prod[p].reshape(B, nb, d, -1) for p in range(n)]
         y = jnp.stack([_combine(self.at[i], prod) for i in range(m)], axis=2)  # [B, nb, m, d, Cout]
         return y.reshape(B, nb * m * d, -1)[:, :T]
@@ -220,8 +243,11 @@ def _combine(coefs: np.ndarray, terms: list):
     return out
 
 
-# Candidates per kernel size: (m, r) of the tiles; r < K means chunks of r taps.
-WINOGRAD_FORMS = {3: [(2, 3), (4, 3)], 7: [(2, 7), (4, 4), (3, 3)], 11: [(4, 4), (3, 3), (2, 6)]}
+# Candidates per kernel size: (m, r, splits) of the tiles; r < K means chunks of r taps; splits: the product's
+# contraction cut into that many pieces, one dot each, added pairwise (None: one dot).
+WINOGRAD_FORMS = {3: [(2, 3, None), (2, 3, 2), (2, 3, 4), (4, 3, 2)],
+                  7: [(2, 3, None), (2, 3, 3), (3, 3, 3), (4, 4, 2)],
+                  11: [(2, 3, None), (2, 3, 4), (3, 3, 4), (4, 4, 3)]}
 
 
 def check_winograd(seed: int = 0) -> list[dict]:
@@ -235,10 +261,10 @@ def check_winograd(seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for K, forms in WINOGRAD_FORMS.items():
-        for (m, r), d, T in itertools.product(forms, (1, 3, 5), (37, 64)):
-            w = rng.standard_normal((K, 8, 6))
-            x = rng.standard_normal((2, T, 8)).astype(np.float32)
-            wg = Winograd(m, r, K, d)
+        for (m, r, splits), d, T in itertools.product(forms, (1, 3, 5), (37, 64)):
+            w = rng.standard_normal((K, 48, 6))
+            x = rng.standard_normal((2, T, 48)).astype(np.float32)
+            wg = Winograd(m, r, K, d, splits=splits)
             got = np.asarray(jax.jit(wg.__call__)(jnp.asarray(x), jnp.asarray(wg.transform_kernel(w))))
             ref = np.asarray(jax.lax.conv_general_dilated(
                 jnp.asarray(x), jnp.asarray(w, jnp.float32), (1,), [((K - 1) * d // 2,) * 2], rhs_dilation=(d,),
@@ -288,8 +314,8 @@ def run_winograd(args) -> dict:
         fns = {"xla": lambda: jax.block_until_ready(cur(xj, wj))}
         row = dict(c, flops=conv_flops(c), snr64_official_f32=snr_db(ref32, ref64),
                    snr64={"xla": snr_db(np.asarray(fns["xla"]()), ref64)}, forms={})
-        for m, r in WINOGRAD_FORMS[K]:
-            wg = Winograd(m, r, K, d)
+        for m, r, splits in WINOGRAD_FORMS[K]:
+            wg = Winograd(m, r, K, d, splits=splits)
             uj = jnp.asarray(wg.transform_kernel(w))
             f = jax.jit(wg.__call__)
             fns[wg.name] = (lambda f, uj: lambda: jax.block_until_ready(f(xj, uj)))(f, uj)
@@ -322,6 +348,38 @@ def winograd_totals(rows: list[dict]) -> dict:
     any_form = sum(r["count"] * min(t["median_s"] for t in r["timing"].values()) for r in rows)
     return {"xla_s": t_xla, "best_passing_s": best, "xla_over_best_passing": t_xla / best,
             "best_any_s": any_form, "xla_over_best_any": t_xla / any_form}
+
+
+def winograd_table(rows: list[dict]) -> list[str]:
+    """Markdown rows: per form, its multiplication cut and per stage (the three dilations together, each layer
+    shape times its count) XLA time / form time (✗: a layer of the stage fails the float64 rule), the form's
+    SNR vs float64 (lowest, highest; the official float32's at that layer in brackets) and how many layers
+    pass the rule."""
+    stages = sorted({r["stage"] for r in rows})
+    out = ["| kernel | form | mult. cut | " + " | ".join(f"stage {s} ({rows_at(rows, s)})" for s in stages)
+           + " | SNR vs f64 (official f32) | passes |", "|---" * (5 + len(stages)) + "|"]
+    forms = {(r["kernel"], n): v["flop_cut"] for r in rows for n, v in r["forms"].items()}
+    for (K, n), cut in forms.items():
+        cells, snrs, ok, total = [], [], 0, 0
+        for s in stages:
+            at = [r for r in rows if r["stage"] == s and r["kernel"] == K]
+            t_x = sum(r["count"] * r["timing"]["xla"]["median_s"] for r in at)
+            t_f = sum(r["count"] * r["timing"][n]["median_s"] for r in at)
+            fail = not all(passes_f64_rule(r["snr64"][n], r["snr64_official_f32"]) for r in at)
+            cells.append(f"{t_x / t_f:.2f}" + (" ✗" if fail else ""))
+            for r in at:
+                snrs.append((r["snr64"][n], r["snr64_official_f32"]))
+                ok += passes_f64_rule(r["snr64"][n], r["snr64_official_f32"])
+                total += 1
+        lo, hi = min(snrs), max(snrs)
+        out.append(f"| {K} | {n} | {cut:.2f} | " + " | ".join(cells)
+                   + f" | {lo[0]:.1f} ({lo[1]:.1f}) – {hi[0]:.1f} ({hi[1]:.1f}) dB | {ok}/{total} |")
+    return out
+
+
+def rows_at(rows: list[dict], stage: int) -> str:
+    r = next(r for r in rows if r["stage"] == stage)
+    return f"{r['c_in']} ch × {r['length']}"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -397,6 +455,10 @@ def run_waveglow(args) -> dict:
     from jaxvoc.models.waveglow import UPSAMPLE_KERNEL, UPSAMPLE_STRIDE, squeeze_mel
     from jaxvoc.nn.conv import conv1d, conv_transpose1d
 
+    import torch
+
+    from conversion import waveglow as cw
+
     cfg, model, (ku, bu, wc, bc) = waveglow_weights()
     flows, cin_c, cout = wc.shape
     t0 = time.time()
@@ -409,28 +471,32 @@ def run_waveglow(args) -> dict:
     pj, pbj = jnp.asarray(p), jnp.asarray(pbias)
     del p
 
-    def upsampled(mel):  # what WaveGlow.infer does before its flows
-        s = conv_transpose1d(mel, kuj, stride=UPSAMPLE_STRIDE) + buj
+    # weights are arguments, not constants captured by the programs (XLA would fold 2 GB of constants)
+    cur_w, one_w, comp_w = (kuj, buj, wcj, bcj), (kuj, buj, wc_all, bcj), (pj, pbj)
+
+    def upsampled(mel, ku, bu):  # what WaveGlow.infer does before its flows
+        s = conv_transpose1d(mel, ku, stride=UPSAMPLE_STRIDE) + bu
         return squeeze_mel(s[:, :s.shape[1] - (UPSAMPLE_KERNEL - UPSAMPLE_STRIDE)], cfg.n_group)
 
     @jax.jit
-    def current(mel):
-        s = upsampled(mel)
-        return tuple(conv1d(s, wcj[k][None]) + bcj[k] for k in range(flows))
+    def current(mel, ku, bu, wc, bc):
+        s = upsampled(mel, ku, bu)
+        return tuple(conv1d(s, wc[k][None]) + bc[k] for k in range(flows))
 
     @jax.jit
-    def one_dot(mel):
-        return jnp.einsum("bgc,co->bgo", upsampled(mel), wc_all) + bcj.reshape(-1)
+    def one_dot(mel, ku, bu, w_all, bc):
+        return jnp.einsum("bgc,co->bgo", upsampled(mel, ku, bu), w_all) + bc.reshape(-1)
 
     @jax.jit
-    def composed(mel):
+    def composed(mel, p, pb):
         B, F, M = mel.shape
         mp = jnp.pad(mel, ((0, 0), (taps - 1, 0), (0, 0)))
         x = jnp.concatenate([mp[:, taps - 1 - q: taps - 1 - q + F] for q in range(taps)], axis=-1)
-        y = jnp.einsum("bfc,co->bfo", x, pj)  # [B, F, 32 * 12 * 4096]
-        return y.reshape(B, F * (UPSAMPLE_STRIDE // cfg.n_group), flows * cout) + pbj
+        y = jnp.einsum("bfc,co->bfo", x, p)  # [B, F, 32 * 12 * 4096]
+        return y.reshape(B, F * (UPSAMPLE_STRIDE // cfg.n_group), flows * cout) + pb
 
-    forms = {"current": lambda m: jnp.concatenate(current(m), axis=-1), "one-dot": one_dot, "composed": composed}
+    forms = {"current": lambda m: jnp.concatenate(current(m, *cur_w), axis=-1),
+             "one-dot": lambda m: one_dot(m, *one_w), "composed": lambda m: composed(m, *comp_w)}
     fl_cond = lambda F: 2.0 * F * (UPSAMPLE_STRIDE // cfg.n_group) * cin_c * flows * cout
     fl_up = lambda F: 2.0 * F * taps * cfg.n_mel_channels * UPSAMPLE_STRIDE * cfg.n_mel_channels  # sub-pixel
     out = {"compose_s": t_compose, "weights_bytes": {
@@ -449,13 +515,13 @@ def run_waveglow(args) -> dict:
         for name, f in forms.items():
             row["snr64"][name] = snr_db(np.asarray(f(melj)), ref64)
         del ref64
-        with __import__("torch").inference_mode():  # the whole official infer, for the cond share of its FLOPs
-            mt = __import__("torch").from_numpy(mel.transpose(0, 2, 1).astype(np.float32))
+        mt = torch.from_numpy(mel.transpose(0, 2, 1).astype(np.float32))
+        with cw.official_noise(seed=0):  # the whole official infer, for the cond share of its FLOPs
             row["flops_official_infer"] = official_flops(lambda: model.infer(mt, sigma=0.6))
         row["load_before"] = load()
-        fns = {"current": lambda: jax.block_until_ready(current(melj)),
-               "one-dot": lambda: jax.block_until_ready(one_dot(melj)),
-               "composed": lambda: jax.block_until_ready(composed(melj))}
+        fns = {"current": lambda: jax.block_until_ready(current(melj, *cur_w)),
+               "one-dot": lambda: jax.block_until_ready(one_dot(melj, *one_w)),
+               "composed": lambda: jax.block_until_ready(composed(melj, *comp_w))}
         row["timing"] = alternate(fns, args.rounds, "current")
         out["frames"][str(F)] = row
         r64 = row["snr64_official_f32"]
@@ -478,11 +544,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="mel frames (waveglow-cond default: 32 128, the bench sizes; winograd: its first, 128)")
     p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official BigVGAN config (winograd)")
     p.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="BigVGAN stages (winograd)")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--table", metavar="JSON", help="print the Winograd table of every run in JSON and exit")
+    p.add_argument("--json", help="write the results here: {\"runs\": [this run's report]}, appended to the runs "
+                   "the file holds already")
     args = p.parse_args(argv)
 
     from conversion.report import versions, write_json
 
+    if args.table:
+        import json
+
+        with open(args.table) as f:
+            for run in json.load(f)["runs"]:
+                if "winograd" in run:
+                    print(f"{run['command']} ({run['date']}, load {run['load_start']})")
+                    print("\n".join(winograd_table(run["winograd"]["layers"])))
+        return 0
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python -m experiments.profile.flop_reductions " + " ".join(
                   sys.argv[1:] if argv is None else argv),
@@ -501,9 +578,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"winograd totals (AMP convs of the stages run, each shape x its count): xla {t['xla_s']:.3f} s; "
               f"best passing form per layer {t['best_passing_s']:.3f} s (x{t['xla_over_best_passing']:.2f}); "
               f"best any form {t['best_any_s']:.3f} s (x{t['xla_over_best_any']:.2f})", flush=True)
+        print("\n".join(winograd_table(report["winograd"]["layers"])), flush=True)
     report["load_end"] = load()
     if args.json:
-        write_json(args.json, report)
+        runs = []
+        if os.path.exists(args.json):
+            import json
+
+            with open(args.json) as f:
+                runs = json.load(f).get("runs", [])
+        write_json(args.json, {"runs": runs + [report]})
         print(f"written: {args.json}")
     return 0
 
