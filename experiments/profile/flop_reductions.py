@@ -6,7 +6,8 @@ output is compared with a float64 reference next to the official float32 output'
 reference.
 
     python -m experiments.profile.flop_reductions [--which waveglow-cond|winograd|all] [--rounds N]
-        [--frames 32 128] [--stages 0 1 2 3 4 5] [--json docs/results/flop_reductions.json]
+        [--frames 32 128] [--stages 0 1 2 3 4 5] [--forms split|blocked] [--json FILE]
+    python -m experiments.profile.flop_reductions --table docs/results/flop_reductions.json
 
 waveglow-cond: WaveGlow's mel up-sampler (ConvTranspose1d 80 -> 80, kernel 1024, stride 256, cropped to
 ``frames * 256`` samples) and the 12 flows' ``cond_layer`` (1x1 conv 640 -> 4096 on the squeezed up-sampled
@@ -25,21 +26,25 @@ in float64; the official float32 run is measured against it too.
 winograd: BigVGAN v2 24 kHz's AMP-block convolutions (kernels 3, 7, 11; dilations 1, 3, 5; 768 ... 24
 channels at the lengths a ``--frames`` mel gives each stage) in Winograd minimal-filtering form F(m, r):
 input transform -> one batched matrix product over the m + r - 1 transform points -> output transform,
-m outputs per tile for m + r - 1 products instead of m * r. Long kernels are cut into chunks of m taps
-computed with F(m, m) on the same transformed tiles (a chunk starting at tap c m reads the tile c blocks on:
-one input transform, the chunks' products summed inside one matrix product). Dilation d: the d interleaved
+m outputs per tile for m + r - 1 products instead of m * r. Long kernels are cut into chunks of r taps
+(F(m, r)xc, zero taps appended): when m divides r, chunk c reads the tile c r / m blocks on (one input
+transform for all), else each chunk has its own input transform, of the input c r d samples on; the chunks'
+products are summed inside one matrix product. Dilation d: the d interleaved
 phases are tiled together (tile blocks of m * d samples). Toom-Cook matrices from exact rational
 arithmetic on the points 0, 1, -1, 2, -2, 1/2, -1/2, ..., infinity, rows scaled so that the input and output
 transforms have small integer coefficients (the fractions go into the kernel transform, computed in float64
-once, as a model would at load time). Checked first against ``jax.lax.conv_general_dilated``. Per layer:
+once, as a model would at load time). The products: one dot per transform point, or (``split s``) the
+contraction cut into s pieces added pairwise, or (``blocked b``) in jaxvoc.nn.blocked's blocks of b channels:
+a shorter rounding chain. ``--forms split`` (default) or ``blocked`` picks the candidate set (FORM_SETS). Checked first against
+``jax.lax.conv_general_dilated``. Per layer:
 time against ``jaxvoc.nn.conv.conv1d`` (XLA), and SNR against ``torch.nn.functional.conv1d`` in float64 next
 to the float32 official (torch) conv's and jaxvoc's current conv's SNR against it. The float64 rule of the
 tests (tests/test_wavlm.py ``assert_equivalent``): SNR vs float64 >= min(torch float32's - 3 dB, 130 dB).
 "Full size" totals weight each layer shape by how often the generator runs it (AMPBlock1: the dilation-1
 shape four times, as convs1 and as the three convs2).
 
-Writes the load average before each measurement into the output. Reads nothing from disk; writes only the
-JSON given with --json.
+Writes the load average before each measurement into the output; --json appends this run's report to the
+file's ``runs``. --table prints each Winograd run of such a file as the markdown table of docs/bigvgan.md.
 """
 
 from __future__ import annotations
@@ -243,14 +248,20 @@ def _combine(coefs: np.ndarray, terms: list):
     return out
 
 
-# Candidates per kernel size: (m, r, splits) of the tiles; r < K means chunks of r taps; splits: the product's
-# contraction cut into that many pieces, one dot each, added pairwise (None: one dot).
-WINOGRAD_FORMS = {3: [(2, 3, None), (2, 3, 2), (2, 3, 4), (4, 3, 2)],
-                  7: [(2, 3, None), (2, 3, 3), (3, 3, 3), (4, 4, 2)],
-                  11: [(2, 3, None), (2, 3, 4), (3, 3, 4), (4, 4, 3)]}
+# Candidates per kernel size: (m, r, splits, block) of the tiles; r < K means chunks of r taps; splits: the
+# product's contraction cut into that many pieces, one dot each, added pairwise; block: the contraction in
+# jaxvoc.nn.blocked's blocks of that many channels (None, None: one dot per transform point).
+FORM_SETS = {
+    "split": {3: [(2, 3, None, None), (2, 3, 2, None), (2, 3, 4, None), (4, 3, 2, None)],
+              7: [(2, 3, None, None), (2, 3, 3, None), (3, 3, 3, None), (4, 4, 2, None)],
+              11: [(2, 3, None, None), (2, 3, 4, None), (3, 3, 4, None), (4, 4, 3, None)]},
+    "blocked": {3: [(2, 3, None, None), (2, 3, None, 32), (2, 3, None, 64), (4, 3, None, 32)],
+                7: [(4, 4, None, None), (2, 4, None, 32), (3, 3, None, 32), (4, 4, None, 32)],
+                11: [(4, 4, None, None), (2, 4, None, 32), (3, 3, None, 32), (4, 4, None, 32)]},
+}
 
 
-def check_winograd(seed: int = 0) -> list[dict]:
+def check_winograd(forms_set: dict, seed: int = 0) -> list[dict]:
     """Every candidate form, dilations 1, 3, 5, odd lengths, against jax.lax.conv_general_dilated (float32):
     the SNR must be >= 100 dB (float32 rounding only; a wrong index gives ~0 dB)."""
     import jax
@@ -260,11 +271,11 @@ def check_winograd(seed: int = 0) -> list[dict]:
 
     rng = np.random.default_rng(seed)
     rows = []
-    for K, forms in WINOGRAD_FORMS.items():
-        for (m, r, splits), d, T in itertools.product(forms, (1, 3, 5), (37, 64)):
+    for K, forms in forms_set.items():
+        for (m, r, splits, block), d, T in itertools.product(forms, (1, 3, 5), (37, 64)):
             w = rng.standard_normal((K, 48, 6))
             x = rng.standard_normal((2, T, 48)).astype(np.float32)
-            wg = Winograd(m, r, K, d, splits=splits)
+            wg = Winograd(m, r, K, d, block, splits)
             got = np.asarray(jax.jit(wg.__call__)(jnp.asarray(x), jnp.asarray(wg.transform_kernel(w))))
             ref = np.asarray(jax.lax.conv_general_dilated(
                 jnp.asarray(x), jnp.asarray(w, jnp.float32), (1,), [((K - 1) * d // 2,) * 2], rhs_dilation=(d,),
@@ -287,7 +298,7 @@ def run_winograd(args) -> dict:
     from jaxvoc.nn.conv import conv1d, get_padding
 
     t0 = time.time()
-    check = check_winograd()
+    check = check_winograd(FORM_SETS[args.forms])
     print(f"winograd: {len(check)} forms x dilations x lengths match lax.conv_general_dilated "
           f"(min {min(c['snr_vs_lax_db'] for c in check):.1f} dB), {time.time() - t0:.0f} s", flush=True)
     convs = [c for c in generator_convs(args.config, args.frames) if c["where"].startswith("resblocks")]
@@ -314,8 +325,8 @@ def run_winograd(args) -> dict:
         fns = {"xla": lambda: jax.block_until_ready(cur(xj, wj))}
         row = dict(c, flops=conv_flops(c), snr64_official_f32=snr_db(ref32, ref64),
                    snr64={"xla": snr_db(np.asarray(fns["xla"]()), ref64)}, forms={})
-        for m, r, splits in WINOGRAD_FORMS[K]:
-            wg = Winograd(m, r, K, d, splits=splits)
+        for m, r, splits, block in FORM_SETS[args.forms][K]:
+            wg = Winograd(m, r, K, d, block, splits)
             uj = jnp.asarray(wg.transform_kernel(w))
             f = jax.jit(wg.__call__)
             fns[wg.name] = (lambda f, uj: lambda: jax.block_until_ready(f(xj, uj)))(f, uj)
@@ -543,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--frames", type=int, nargs="+", default=None,
                    help="mel frames (waveglow-cond default: 32 128, the bench sizes; winograd: its first, 128)")
     p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official BigVGAN config (winograd)")
+    p.add_argument("--forms", default="split", choices=list(FORM_SETS), help="Winograd candidates (FORM_SETS)")
     p.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="BigVGAN stages (winograd)")
     p.add_argument("--table", metavar="JSON", help="print the Winograd table of every run in JSON and exit")
     p.add_argument("--json", help="write the results here: {\"runs\": [this run's report]}, appended to the runs "
@@ -573,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.which in ("winograd", "all"):
         a = argparse.Namespace(**vars(args))
         a.frames = (args.frames or [128])[0]
-        report["winograd"] = dict(frames=a.frames, config=args.config, **run_winograd(a))
+        report["winograd"] = dict(frames=a.frames, config=args.config, forms=args.forms, **run_winograd(a))
         t = report["winograd"]["totals"]
         print(f"winograd totals (AMP convs of the stages run, each shape x its count): xla {t['xla_s']:.3f} s; "
               f"best passing form per layer {t['best_passing_s']:.3f} s (x{t['xla_over_best_passing']:.2f}); "
