@@ -69,9 +69,15 @@ def gemm_torch(n: int, dtype: str = "float32", repeats: int = 5, device: str = "
 
 
 def largest_conv(config_name: str, frames: int) -> dict:
-    """The BigVGAN generator conv1d with the most multiply-adds on ``frames`` mel frames (the first of equals):
-    {c_in, c_out, kernel, dilation, length, where}. Reads the official config (the AMP blocks' convs keep their
-    stage's channel count and length; conv_pre and conv_post are counted too)."""
+    """The BigVGAN generator conv1d with the most multiply-adds on ``frames`` mel frames (the first of equals)."""
+    return max(generator_convs(config_name, frames), key=conv_flops)  # max() keeps the first of equals
+
+
+def generator_convs(config_name: str, frames: int) -> list[dict]:
+    """The stride-1 conv1d layers of the BigVGAN generator on ``frames`` mel frames, each as {c_in, c_out,
+    kernel, dilation, length, where}: conv_pre, every AMP block's dilated convs (AMPBlock1's dilation-1
+    second convs, same shapes, not listed), conv_post. Reads the official config (the AMP blocks' convs keep
+    their stage's channel count and length)."""
     from jaxvoc.models.bigvgan import BigVGANConfig
 
     h = BigVGANConfig.official(config_name)
@@ -85,7 +91,7 @@ def largest_conv(config_name: str, frames: int) -> dict:
                 convs.append(dict(c_in=ch, c_out=ch, kernel=k, dilation=d, length=length,
                                   where=f"resblocks_{i * len(h.resblock_kernel_sizes) + j} (stage {i})"))
     convs.append(dict(c_in=ch, c_out=1, kernel=7, dilation=1, length=length, where="conv_post"))
-    return max(convs, key=conv_flops)  # max() keeps the first of equals
+    return convs
 
 
 def conv_flops(c: dict) -> float:
