@@ -1,6 +1,8 @@
 """experiments/gpu_check.py --dry-run: the GPU check's whole code path (platform record, ceiling, equivalence of
 the three models against the official code, the inference and training benchmarks, the JSON and markdown
-report) on the CPU at toy sizes, so that the script cannot rot while no GPU is lent (the real run needs one)."""
+report) on the CPU at toy sizes, so that the script cannot rot while no GPU is lent (the real run needs one).
+It checks the code path, not speed: XLA compiles without LLVM's optimisation (conftest.quick_compile_xla_flags),
+which takes more than half off the run (mostly the two training benchmarks' compilations)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, quick_compile_xla_flags
 
 
 def test_gpu_check_dry_run(tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONWARNINGS="ignore",
+               XLA_FLAGS=quick_compile_xla_flags(os.environ.get("XLA_FLAGS", "")))
     proc = subprocess.run([sys.executable, "-m", "experiments.gpu_check", "--dry-run", "--out", str(tmp_path),
                            "--budget", "900"], capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: a bar missed, checked row by row below

@@ -5,6 +5,8 @@ initial state and batches: 3 GAN steps (the first with the discriminators frozen
 stand-in objective of tests/train_standin.py: the BigVGAN generator and two small discriminators) and 3
 WaveGlow flow steps (tiny WaveGlow), each on one device, on a data-parallel mesh dp=8, and on dp=4 x fsdp=2
 with every parameter and optimizer-state leaf that can be split sharded over fsdp.
+XLA compiles them without LLVM's optimisation (conftest.quick_compile_xla_flags: the check compares layouts of
+one program with each other, not speed; it roughly halves the compile-bound run).
 
 Losses and parameters must agree within a relative difference of 1e-6 (the issue's bound: the sharded
 programs sum the batch in a different order, float32 rounding of ~1e-7 relative is expected), with the
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+from conftest import REPO, quick_compile_xla_flags
 
 SCRIPT = textwrap.dedent(r"""
     import json, os, sys, tempfile
@@ -73,10 +75,13 @@ SCRIPT = textwrap.dedent(r"""
 """)
 
 
-def run_on_cpu_devices(code: str, n: int) -> dict:
-    """``code`` (with ``REPO`` defined) in a subprocess with ``n`` host CPU devices; its line ``RESULT {json}``."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", PYTHONPATH=REPO,
-               JAX_PLATFORMS="cpu")
+def run_on_cpu_devices(code: str, n: int, quick_compile: bool = False) -> dict:
+    """``code`` (with ``REPO`` defined) in a subprocess with ``n`` host CPU devices; its line ``RESULT {json}``.
+    ``quick_compile``: XLA without LLVM's optimisation (conftest.quick_compile_xla_flags; every layout and the
+    single device alike)."""
+    device_flag = f"--xla_force_host_platform_device_count={n}"
+    env = dict(os.environ, XLA_FLAGS=quick_compile_xla_flags(device_flag) if quick_compile else device_flag,
+               PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", f"REPO = {REPO!r}\n" + code], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,7 +100,7 @@ def check_layout(kind: str, name: str, r: dict) -> None:
 
 
 def test_sharded_step_matches_single_device(tmp_path):
-    res = run_on_cpu_devices(SCRIPT, 8)
+    res = run_on_cpu_devices(SCRIPT, 8, quick_compile=True)
     for kind, rows in res.items():
         for name, r in rows.items():
             check_layout(kind, name, r)
