@@ -13,7 +13,8 @@
 
 The command lines are those of docs/training.md ("Several processes"):
 ``jaxvoc train CONFIG --coordinator localhost:PORT --num-processes 2 --process-id I`` with
-``XLA_FLAGS=--xla_force_host_platform_device_count=2``. All runs share the test session's persistent
+``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (plus ``--xla_backend_optimization_level=0``, every run
+alike: conftest.quick_compile_xla_flags). All runs share the test session's persistent
 compilation cache."""
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, quick_compile_xla_flags
 from train_standin import cli_env, write_config, write_wavs
 
 STEPS = 4
@@ -45,7 +46,9 @@ def free_port() -> int:
 
 
 def env_for(devices: int) -> dict:
-    return cli_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    # XLA without LLVM's optimisation (conftest.quick_compile_xla_flags): every run alike, a fraction of the
+    # compile time of these compile-bound runs; what is checked compares runs with each other, not speed
+    return cli_env(XLA_FLAGS=quick_compile_xla_flags(f"--xla_force_host_platform_device_count={devices}"))
 
 
 def launch(cfg, n: int, logdir, *extra, devices: int = 2) -> list[tuple[subprocess.Popen, str]]:
