@@ -29,6 +29,26 @@ def torch_device(device: str):
     return rp.setup_device(device)[0], rp.torch_sync(device)
 
 
+def one_device_setup(task_cls, config, audio, device: str = "cpu"):
+    """(setup, batch): ``jaxvoc train``'s step program (``loop.build``) for ``task_cls`` on ``config`` (the
+    official config dict, or a loaded ``TrainConfig``) on one ``device`` (cpu or gpu), and the batch ``audio``
+    (an array, or the codec's dict of ``audio`` and ``audio_len``) placed as the step takes it."""
+    import jax
+
+    from jaxvoc.train import config as config_lib
+    from jaxvoc.train import loop, sharding
+
+    if isinstance(config, dict):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "config.json")
+            with open(path, "w") as f:
+                json.dump(config, f)
+            config = config_lib.load(path)
+    segment = (audio["audio"] if isinstance(audio, dict) else audio).shape[1]
+    setup = loop.build(task_cls(config), sharding.make_mesh(1, jax.devices(device)[:1]), segment, 0)
+    return setup, sharding.global_batch(audio, setup.batch_sharding)
+
+
 def time_train_steps(task_cls, config, audio, torch_step, repeats: int, device: str = "cpu",
                      steps_per_call: int = 1, metrics: list | None = None):
     """Median seconds per step of the jaxvoc step (``task_cls`` on ``config``: the official config dict, or a
@@ -39,20 +59,9 @@ def time_train_steps(task_cls, config, audio, torch_step, repeats: int, device: 
     import jax
 
     from conversion import report as rp
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train import loop, sharding
 
-    if isinstance(config, dict):
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "config.json")
-            with open(path, "w") as f:
-                json.dump(config, f)
-            config = config_lib.load(path)
-    task = task_cls(config)
-    segment = (audio["audio"] if isinstance(audio, dict) else audio).shape[1]
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices(device)[:1]), segment, 0)
+    setup, batch = one_device_setup(task_cls, config, audio, device)
     state = {"s": setup.init()}
-    batch = sharding.global_batch(audio, setup.batch_sharding)
     t0 = time.perf_counter()
     compiled = setup.step.lower(state["s"], batch).compile()
     t_compile = time.perf_counter() - t0

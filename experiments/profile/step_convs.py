@@ -112,15 +112,9 @@ def compiled_step_hlo(model: str, small: bool, segment: int | None) -> str:
     """The optimised HLO text of the jitted train step of ``model`` (batch 1)."""
     import json
     import os
-    import tempfile
-
-    import jax
-    import jax.numpy as jnp
 
     from experiments import REPO
-    from experiments.bench.train_common import speech_segments
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train import loop, sharding
+    from experiments.bench.train_common import one_device_setup, speech_segments
 
     if model == "bigvgan":
         from experiments.bench.train_bigvgan import official_config
@@ -144,15 +138,8 @@ def compiled_step_hlo(model: str, small: bool, segment: int | None) -> str:
         raw["train"] = {"compute_dtype": "float32"}
         sr = raw["data_config"]["sampling_rate"]
     audio = speech_segments(sr, 1, segment)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "config.json")
-        with open(path, "w") as f:
-            json.dump(raw, f)
-        task = task_cls(config_lib.load(path))
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices("cpu")[:1]), audio.shape[1], 0)
-    state = setup.init()
-    batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
-    return setup.step.lower(state, batch).compile().as_text()
+    setup, batch = one_device_setup(task_cls, raw, audio)
+    return setup.step.lower(setup.init(), batch).compile().as_text()
 
 
 def main(argv=None) -> int:

@@ -134,14 +134,7 @@ def build(name: str, args):
 
 
 def build_train(name: str, args):
-    import tempfile
-
-    import jax
-    import jax.numpy as jnp
-
-    from experiments.bench.train_common import speech_segments
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train import loop, sharding
+    from experiments.bench.train_common import one_device_setup, speech_segments
 
     if name == "train-bigvgan":
         from experiments.bench.train_bigvgan import official_config
@@ -165,13 +158,7 @@ def build_train(name: str, args):
         raw["train"] = {"compute_dtype": "float32"}
         audio = speech_segments(22050, 1, 16000)
         label = "WaveGlow train step, batch 1 x 16000"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "config.json")
-        with open(path, "w") as f:
-            json.dump(raw, f)
-        task = task_cls(config_lib.load(path))
-    setup = loop.build(task, sharding.make_mesh(1, jax.devices("cpu")[:1]), audio.shape[1], 0)
-    batch = jax.device_put(jnp.asarray(audio), setup.batch_sharding)
+    setup, batch = one_device_setup(task_cls, raw, audio)
     return setup.step, (setup.init(), batch), label
 
 
