@@ -414,7 +414,7 @@ def _blocked_conv(x, kernel, stride, padding, dilation, cin_block, precision):
     one keeps its sub-pixel form), the kernel gradient :func:`kernel_grad_by_taps`'s. Autodiff of the grouped
     form instead gives a kernel gradient that XLA's CPU backend rewrites into a convolution over the groups
     dilated by their count: 64x the work on NeMo's 1024-channel period-discriminator layers, about 1.2 TMAC
-    per LFR training step (experiments/profile/codec_train.py).
+    per LFR training step (experiments/profile/codec_train.py)."""
     kh, kw, cin, cout = kernel.shape
     g = cin // cin_block
     k = kernel.reshape(kh, kw, g, cin_block, cout).transpose(0, 1, 3, 2, 4).reshape(kh, kw, cin_block, g * cout)
@@ -443,7 +443,7 @@ def kernel_grad_by_taps(x: Array, g: Array, taps: tuple[int, ...], stride, paddi
     branch (the codec's periodic discriminator update) XLA's CPU backend runs that convolution on a generic
     path, ~85x slower than outside; the products run at the same speed in both places and are ~2x faster than
     autodiff's form outside (NeMo's 1024-channel period-discriminator layers:
-    experiments/profile/cond_kernel_grad.py).
+    experiments/profile/cond_kernel_grad.py)."""
     nd = len(taps)
     xp = jnp.pad(x, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
     out = g.shape[1:-1]
