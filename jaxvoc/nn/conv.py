@@ -444,7 +444,6 @@ def kernel_grad_by_taps(x: Array, g: Array, taps: tuple[int, ...], stride, paddi
     path, ~85x slower than outside; the products run at the same speed in both places and are ~2x faster than
     autodiff's form outside (NeMo's 1024-channel period-discriminator layers:
     experiments/profile/cond_kernel_grad.py)."""
-    nd = len(taps)
     xp = jnp.pad(x, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
     out = g.shape[1:-1]
     cin, cout = x.shape[-1], g.shape[-1]
