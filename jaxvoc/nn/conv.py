@@ -265,7 +265,10 @@ def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, 
     # phase r, tap m holds kernel[m*u + r]; the convolution below is a cross-correlation, so taps are flipped.
     # Output channels are ordered (group, phase, channel) so that each group's are contiguous.
     w = kernel.reshape(M, u, G, cin // G, cout_g)[::-1].transpose(0, 3, 2, 1, 4).reshape(M, cin // G, G * u * cout_g)
-    y = conv1d(x, w, padding=(M - 1, M - 1), groups=G, precision=precision)  # [B, L+M-1, G*u*cout_g]
+    if G == 1:  # [B, L+M-1, u*cout]
+        y = _subpixel_conv(x, w.astype(x.dtype), M - 1, precision)
+    else:
+        y = conv1d(x, w, padding=(M - 1, M - 1), groups=G, precision=precision)  # [B, L+M-1, G*u*cout_g]
     if G > 1:
         y = y.reshape(B, L + M - 1, G, u, cout_g).transpose(0, 1, 3, 2, 4)
     y = y.reshape(B, (L + M - 1) * u, G * cout_g)
@@ -273,6 +276,28 @@ def conv_transpose1d(x: Array, kernel: Array, *, stride: int, padding: int = 0, 
     if padding + out_len > y.shape[1]:
         y = pad_time(y, 0, padding + out_len - y.shape[1])
     return y[:, padding:padding + out_len]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _subpixel_conv(x, w, pad, precision):
+    """:func:`conv_transpose1d`'s dense convolution (stride 1, ``pad`` zeros on both sides). Its kernel
+    gradient is :func:`kernel_grad_by_taps`'s (``M`` products of the input with the output gradient over
+    time): autodiff's, a convolution whose window spans the whole sequence, ran on XLA's CPU generic path at
+    ~0.6 s each for NeMo's LFR decoder up-sampling layers (docs/results/codec_train_profile.txt)."""
+    return conv_nd(x, w, (1,), ((pad, pad),), (1,), 1, precision)
+
+
+def _subpixel_conv_fwd(x, w, pad, precision):
+    return _subpixel_conv(x, w, pad, precision), (x, w)
+
+
+def _subpixel_conv_bwd(pad, precision, res, g):
+    x, w = res
+    dx = jax.vjp(lambda a: conv_nd(a, w, (1,), ((pad, pad),), (1,), 1, precision), x)[1](g)[0]
+    return dx, kernel_grad_by_taps(x, g, w.shape[:1], (1,), ((pad, pad),), (1,), precision)
+
+
+_subpixel_conv.defvjp(_subpixel_conv_fwd, _subpixel_conv_bwd)
 
 
 def torch_default_kernel_init(key, shape, dtype=jnp.float32):
@@ -417,11 +442,38 @@ def _blocked_conv(x, kernel, stride, padding, dilation, cin_block, precision):
     per LFR training step (experiments/profile/codec_train.py)."""
     kh, kw, cin, cout = kernel.shape
     g = cin // cin_block
+    if kh * kw <= IM2COL_MAX_TAPS:
+        # the same per-block sums as one batched matrix product over the blocks, of the input positions each
+        # tap reads (im2col): YNNPACK's grouped convolution ran NeMo's 1024-channel period-discriminator
+        # layers (64 blocks) 3-4x slower than this (docs/codec.md, "Training throughput")
+        slices, out = _tap_slices(x, (kh, kw), stride, padding, dilation)
+        cols = jnp.stack(slices, 1)  # [B*H'*W', taps, Cin]
+        cols = cols.reshape(cols.shape[0], kh * kw, g, cin_block).transpose(2, 0, 1, 3)
+        cols = cols.reshape(g, -1, kh * kw * cin_block)
+        k = kernel.reshape(kh * kw, g, cin_block, cout).transpose(1, 0, 2, 3).reshape(g, kh * kw * cin_block, cout)
+        y = jax.lax.dot_general(cols, k, (((2,), (1,)), ((0,), (0,))), precision=precision)  # [g, M, Cout]
+        return pairwise_sum(y, 0).reshape(x.shape[0], *out, cout)
     k = kernel.reshape(kh, kw, g, cin_block, cout).transpose(0, 1, 3, 2, 4).reshape(kh, kw, cin_block, g * cout)
     y = jax.lax.conv_general_dilated(
         x, k, window_strides=stride, padding=padding, rhs_dilation=dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g, precision=precision)
     return pairwise_sum(y.reshape(*y.shape[:-1], g, cout), -2)
+
+
+IM2COL_MAX_TAPS = 8  # im2col holds taps x the input: kept for small kernels (the MPD's (5, 1))
+
+
+def _tap_slices(x: Array, taps: tuple[int, ...], stride, padding, dilation) -> tuple[list[Array], tuple[int, ...]]:
+    """The input positions each kernel tap of a channels-last convolution reads: (one ``[B * prod(out), Cin]``
+    array per tap, taps in row-major order; ``out``, the output's spatial shape)."""
+    xp = jnp.pad(x, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
+    out = tuple((n - d * (t - 1) - 1) // s + 1 for n, t, s, d in zip(xp.shape[1:-1], taps, stride, dilation))
+    parts = []
+    for t in np.ndindex(*taps):
+        start = [0] + [ti * d for ti, d in zip(t, dilation)] + [0]
+        limit = [x.shape[0]] + [st + s * (o - 1) + 1 for st, s, o in zip(start[1:], stride, out)] + [x.shape[-1]]
+        parts.append(jax.lax.slice(xp, start, limit, [1, *stride, 1]).reshape(-1, x.shape[-1]))
+    return parts, out
 
 
 def _blocked_conv_fwd(x, kernel, stride, padding, dilation, cin_block, precision):
@@ -444,17 +496,10 @@ def kernel_grad_by_taps(x: Array, g: Array, taps: tuple[int, ...], stride, paddi
     path, ~85x slower than outside; the products run at the same speed in both places and are ~2x faster than
     autodiff's form outside (NeMo's 1024-channel period-discriminator layers:
     experiments/profile/cond_kernel_grad.py)."""
-    xp = jnp.pad(x, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
-    out = g.shape[1:-1]
-    cin, cout = x.shape[-1], g.shape[-1]
-    gm = g.reshape(-1, cout)
-    parts = []
-    for t in np.ndindex(*taps):
-        start = [0] + [ti * d for ti, d in zip(t, dilation)] + [0]
-        limit = [x.shape[0]] + [st + s * (o - 1) + 1 for st, s, o in zip(start[1:], stride, out)] + [cin]
-        xs = jax.lax.slice(xp, start, limit, [1, *stride, 1])
-        parts.append(jax.lax.dot_general(xs.reshape(-1, cin), gm, (((0,), (0,)), ((), ())), precision=precision))
-    return jnp.stack(parts).reshape(*taps, cin, cout)
+    slices, _ = _tap_slices(x, taps, stride, padding, dilation)
+    gm = g.reshape(-1, g.shape[-1])
+    parts = [jax.lax.dot_general(xs, gm, (((0,), (0,)), ((), ())), precision=precision) for xs in slices]
+    return jnp.stack(parts).reshape(*taps, x.shape[-1], g.shape[-1])
 
 
 _blocked_conv.defvjp(_blocked_conv_fwd, _blocked_conv_bwd)
