@@ -63,7 +63,7 @@ def recording(tx):
 
 
 def jax_steps(config: dict, initial: Mapping, batch: dict, wavlm: str, steps: int = STEPS,
-              keep_states: bool = True, source: str = "config") -> dict:
+              keep_states: bool = True, source: str = "config", first_step: int = 0) -> dict:
     """``steps`` steps of jaxvoc's whole jitted GAN step (``objective.make_gan_step`` with ``CodecObjective``,
     ``optim.codec_optimizers`` and ``objective.periodic_disc_update``, one compiled program) from NeMo's
     weights ``initial`` (NeMo's state dict, converted by conversion/codec.py) on NeMo's ``batch`` ({'audio',
@@ -71,7 +71,8 @@ def jax_steps(config: dict, initial: Mapping, batch: dict, wavlm: str, steps: in
     by wrapping each optax transformation: the gradients of the step itself. Returns {'jax': per step the keys
     of the harness's ``run_steps`` under NeMo's names ('batch_idx', 'disc_updated', 'metrics', 'losses',
     'grads_g', 'grads_d', 'state_dict'), 'states' (the train states, initial one first; only with
-    ``keep_states``), 'abstract' (what ``init_gan_state`` makes, as shapes), 'step' (the jitted step)}."""
+    ``keep_states``), 'abstract' (what ``init_gan_state`` makes, as shapes), 'step' (the jitted step)}.
+    ``first_step``: the global step the first one takes (its batch_idx; fresh Adam states either way)."""
     import jax
     import jax.numpy as jnp
 
@@ -91,7 +92,7 @@ def jax_steps(config: dict, initial: Mapping, batch: dict, wavlm: str, steps: in
     # the state as the loop's init makes it (checked against the converted weights' shapes), NeMo's weights in it
     abstract = jax.eval_shape(lambda rng, b: objective.init_gan_state(obj, tx_g, tx_d, rng, obj.prepare(b)),
                               jax.random.PRNGKey(0), jbatch)
-    state = {"step": jnp.zeros((), jnp.int32), "rng": jax.random.PRNGKey(0), "params_g": params_g,
+    state = {"step": jnp.asarray(first_step, jnp.int32), "rng": jax.random.PRNGKey(0), "params_g": params_g,
              "params_d": params_d, "opt_g": tx_g.init(params_g), "opt_d": tx_d.init(params_d),
              objective.FROZEN: obj.frozen_params()}
     state = jax.tree_util.tree_map(jnp.asarray, state)
@@ -112,7 +113,7 @@ def jax_steps(config: dict, initial: Mapping, batch: dict, wavlm: str, steps: in
         if not set(mine) <= set(initial):
             raise ValueError(f"names NeMo's state dict lacks: {sorted(set(mine) - set(initial))[:4]}")
         sd_after.update(mine)
-        out.append({"batch_idx": i, "disc_updated": updated, "metrics": host["m"],
+        out.append({"batch_idx": first_step + i, "disc_updated": updated, "metrics": host["m"],
                     "losses": {k: float(v) for k, v in host["m"].items()},
                     "grads_g": cc.nemo_state_dict({"params": host["gg"]}),
                     "grads_d": cc.nemo_state_dict({"params": {}, "discriminator": host["gd"]["discriminator"]})
@@ -232,6 +233,12 @@ def run_phase(phase: str, args) -> None:
         res = jax_steps(cfg, initial, _read_batch(args.work), w("wavlm"), keep_states=False,
                         source="lfr_config_full")
         save_steps(w("jax"), res["jax"])
+    elif phase == "jax_same":  # step 1 from NeMo float32's own state after step 0 (see --same-state)
+        cfg, _ = _read_config(args.work)
+        after0 = dict(load_steps(w("nemo32"))[0]["state_dict"])
+        res = jax_steps(cfg, after0, _read_batch(args.work), w("wavlm"), steps=1, keep_states=False,
+                        source="lfr_config_full", first_step=1)
+        save_steps(w("jax_same"), res["jax"])
     else:
         raise ValueError(phase)
     with open(w(phase + ".done.json"), "w") as f:
@@ -322,7 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--report", help="write the comparison as JSON here")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a loaded 2-core machine two threads run ~3x slower)")
-    ap.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    ap.add_argument("--same-state", action="store_true",
+                    help="also step 1 of jaxvoc from NeMo float32's own weights after step 0, against NeMo's step 1 "
+                         "(after the three phases): the step-1 difference without the runs' divergence")
+    ap.add_argument("--phase", choices=PHASES + ("jax_same",), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     if args.phase:
@@ -355,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rep["rows"]))
     for p, info in rep["phases"].items():
         print(f"{p}: {info['wall_s']:.0f} s, peak RSS {info['peak_rss_gib']:.1f} GiB; losses {rep['losses'][p]}")
+    if args.same_state:
+        rep["same_state"] = same_state(args)
     if args.report:
         from jaxvoc.io.atomic import atomic_file
 
@@ -363,6 +375,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rep["missing"]:
         print(f"not run: {', '.join(rep['missing'])} (the figures beside it are missing)")
     return 0 if all(r["holds"] for r in rep["rows"]) and not failed else 1
+
+
+def same_state(args) -> dict:
+    """jaxvoc's step 1 (no discriminator update) from NeMo float32's weights after its step 0 (phase
+    ``jax_same``, run once) against NeMo float32's step 1: the losses and the generator gradient from one and
+    the same state, with the bounds of step 0 (the issue's). Prints and returns the rows."""
+    from experiments.reference import codec_train as ct
+
+    if not _done(args.work, "jax_same"):
+        cmd = [sys.executable, "-m", "experiments.equivalence.codec_train_step", *_phase_args(args), "--phase",
+               "jax_same"]
+        if subprocess.call(cmd) != 0:
+            raise SystemExit("the jax_same phase failed")
+    mine = load_steps(os.path.join(args.work, "jax_same"))
+    ref = load_steps(os.path.join(args.work, "nemo32"))[1:]
+    row = ct.compare_runs(mine, ref)[0]
+    out = {"losses": row["losses"], "grads_g": {"1 - cos": 1 - row["grads_g"]["cos"],
+                                                "relative norm difference": row["grads_g"]["norm_diff"]}}
+    out["holds"] = bool(max(out["losses"].values()) <= LOSS_REL and out["grads_g"]["1 - cos"] <= GRAD_COS
+                        and out["grads_g"]["relative norm difference"] <= GRAD_NORM)
+    print("step 1 from NeMo float32's state after step 0, jaxvoc vs NeMo float32: losses max relative "
+          f"{max(out['losses'].values()):.1e} ({max(out['losses'], key=out['losses'].get)}); generator gradient "
+          f"1 - cos {out['grads_g']['1 - cos']:.1e}, norm difference {out['grads_g']['relative norm difference']:.1e}"
+          f" (bounds {LOSS_REL:g}, {GRAD_COS:g}, {GRAD_NORM:g}: {'hold' if out['holds'] else 'DO NOT hold'})")
+    return out
 
 
 def _phase_args(args) -> list[str]:
