@@ -292,9 +292,7 @@ def _subpixel_conv_fwd(x, w, pad, precision):
 
 
 def _subpixel_conv_bwd(pad, precision, res, g):
-    x, w = res
-    dx = jax.vjp(lambda a: conv_nd(a, w, (1,), ((pad, pad),), (1,), 1, precision), x)[1](g)[0]
-    return dx, kernel_grad_by_taps(x, g, w.shape[:1], (1,), ((pad, pad),), (1,), precision)
+    return _plain_conv_grads(*res, g, (1,), ((pad, pad),), (1,), precision)
 
 
 _subpixel_conv.defvjp(_subpixel_conv_fwd, _subpixel_conv_bwd)
@@ -431,8 +429,9 @@ def conv2d(x: Array, kernel: Array, *, stride: tuple[int, int] = (1, 1), dilatio
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
 def _blocked_conv(x, kernel, stride, padding, dilation, cin_block, precision):
-    """:func:`conv2d`'s ``cin_block`` form: one grouped convolution (group g reads input block g and makes all
-    Cout outputs of that block), the partial outputs added pairwise.
+    """:func:`conv2d`'s ``cin_block`` form: block g of the input channels makes all Cout outputs from its own
+    channels (for kernels of at most ``IM2COL_MAX_TAPS`` taps one batched matrix product over the blocks of the
+    im2col input, otherwise one grouped convolution; the same sums, bitwise), the partial outputs added pairwise.
 
     Its gradients are the plain convolution's: the blocks change only the order of the forward sums, and
     neither gradient contracts over the input channels. The input gradient is :func:`conv_nd`'s (a strided
@@ -481,7 +480,13 @@ def _blocked_conv_fwd(x, kernel, stride, padding, dilation, cin_block, precision
 
 
 def _blocked_conv_bwd(stride, padding, dilation, cin_block, precision, res, g):
-    x, kernel = res
+    return _plain_conv_grads(*res, g, stride, padding, dilation, precision)
+
+
+def _plain_conv_grads(x, kernel, g, stride, padding, dilation, precision):
+    """(input gradient, kernel gradient) of the one-group convolution ``conv_nd(x, kernel, ...)`` for the output
+    gradient ``g``: :func:`conv_nd`'s input gradient (sub-pixel where it is strided), the kernel gradient by
+    :func:`kernel_grad_by_taps`. The backward pass of :func:`_blocked_conv` and :func:`_subpixel_conv`."""
     dx = jax.vjp(lambda a: conv_nd(a, kernel, stride, padding, dilation, 1, precision), x)[1](g)[0]
     return dx, kernel_grad_by_taps(x, g, kernel.shape[:-2], stride, padding, dilation, precision)
 
