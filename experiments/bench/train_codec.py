@@ -35,6 +35,50 @@ CONFIG = os.path.join(REPO, "experiments", "training", "configs", "codec_lfr_220
 PERIOD = 2  # the LFR config's disc_update_period: the steps of one timed call
 
 
+def sizes(small: bool) -> tuple[dict, int, dict]:
+    """(NeMo's model config, crop length, WavLM architecture): the LFR config at full size, or with ``small``
+    the reference harness's CPU-test size."""
+    from conversion import codec as cc
+    from experiments.reference import codec_train as ct
+
+    if small:
+        return ct.small_config(), 6144, cc.WAVLM_SMALL
+    return ct.lfr_config_full(), ct.LFR_N_SAMPLES, cc.WAVLM_BASE_PLUS
+
+
+def jax_config(model, nemo_cfg: dict, n_samples: int, small: bool, tmp: str):
+    """jaxvoc's ``TrainConfig`` of the same run as NeMo's ``model``: CONFIG at batch 1 of ``n_samples``, with
+    ``small`` NeMo's model sections of ``nemo_cfg``; the SLM discriminator's WavLM is ``model``'s, saved and
+    converted under ``tmp`` as `jaxvoc convert wavlm` reads it."""
+    from conversion import wavlm as cw
+    from experiments.reference import codec_train as ct
+    from jaxvoc.io import checkpoint
+    from jaxvoc.train import config as config_lib
+    from jaxvoc.train.codec_config import read_yaml
+
+    ct.save_wavlm(model, os.path.join(tmp, "hf"))
+    conv = cw.convert(os.path.join(tmp, "hf"))
+    checkpoint.save(os.path.join(tmp, "wavlm"), "wavlm", conv.config, conv.params)
+    raw = config_lib.apply_overrides(read_yaml(CONFIG, "config", "give NeMo's codec YAML"), [
+        "batch_size=1", f"train_n_samples={n_samples}", f"train.wavlm={os.path.join(tmp, 'wavlm')}"], CONFIG)
+    if small:  # NeMo's model sections, as built from nemo_cfg
+        raw["model"].update({k: nemo_cfg[k] for k in ("audio_encoder", "audio_decoder", "discriminator")})
+    return config_lib.from_raw(raw, CONFIG)
+
+
+def task(config):
+    """The codec task in one long epoch: the discriminator updates on steps 0, 2, 4, ... as NeMo's batch_idx
+    0, 1, 2, ..."""
+    from jaxvoc.train.codec import CodecTask
+
+    return CodecTask(config, steps_per_epoch=1000)
+
+
+def jax_batch(batch: dict) -> dict:
+    """NeMo's VocoderDataset batch as jaxvoc's codec step takes it."""
+    return {"audio": batch["audio"], "audio_len": batch["audio_lens"].astype("int32")}
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench.py train-codec", description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=6,
@@ -48,19 +92,11 @@ def main(argv: list[str]) -> int:
         return 2
 
     from conversion import codec as cc
-    from conversion import wavlm as cw
     from experiments.reference import codec_train as ct
-    from jaxvoc.io import checkpoint
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train.codec import CodecTask
-    from jaxvoc.train.codec_config import read_yaml
 
     # NeMo's side: the LFR model, WavLM of base-plus's architecture (random), Lightning's training modes
     tdev, sync = torch_device(args.device)
-    if args.small:
-        nemo_cfg, n_samples, arch = ct.small_config(), 6144, cc.WAVLM_SMALL
-    else:
-        nemo_cfg, n_samples, arch = ct.lfr_config_full(), ct.LFR_N_SAMPLES, cc.WAVLM_BASE_PLUS
+    nemo_cfg, n_samples, arch = sizes(args.small)
     model = cc.build_nemo_model(nemo_cfg, seed=0, randomize=False, wavlm=arch)
     ct.set_training_modes_(model)
     model = model.to(tdev)
@@ -75,20 +111,9 @@ def main(argv: list[str]) -> int:
 
     jax_metrics: list = []
     with tempfile.TemporaryDirectory() as tmp:
-        # the same WavLM weights for jaxvoc, as `jaxvoc convert wavlm` reads them
-        ct.save_wavlm(model, os.path.join(tmp, "hf"))
-        conv = cw.convert(os.path.join(tmp, "hf"))
-        checkpoint.save(os.path.join(tmp, "wavlm"), "wavlm", conv.config, conv.params)
-        raw = config_lib.apply_overrides(read_yaml(CONFIG, "config", "give NeMo's codec YAML"), [
-            "batch_size=1", f"train_n_samples={n_samples}", f"train.wavlm={os.path.join(tmp, 'wavlm')}"], CONFIG)
-        if args.small:  # NeMo's model sections, as built above
-            raw["model"].update({k: nemo_cfg[k] for k in ("audio_encoder", "audio_decoder", "discriminator")})
-        cfg = config_lib.from_raw(raw, CONFIG)
-        # one long epoch: the discriminator updates on steps 0, 2, 4, ... as NeMo's batch_idx 0, 1, 2, ...
-        task = lambda c: CodecTask(c, steps_per_epoch=1000)  # noqa: E731
-        jbatch = {"audio": batch["audio"], "audio_len": batch["audio_lens"].astype("int32")}
-        tj, tt, t_compile = time_train_steps(task, cfg, jbatch, torch_step, args.steps // PERIOD, args.device,
-                                             steps_per_call=PERIOD, metrics=jax_metrics)
+        cfg = jax_config(model, nemo_cfg, n_samples, args.small, tmp)
+        tj, tt, t_compile = time_train_steps(task, cfg, jax_batch(batch), torch_step, args.steps // PERIOD,
+                                             args.device, steps_per_call=PERIOD, metrics=jax_metrics)
 
     n_g = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("audio_encoder.", "audio_decoder.")))
     n_d = sum(p.numel() for n, p in model.named_parameters() if n.startswith("discriminator.")

@@ -63,35 +63,19 @@ def main(argv=None) -> int:
     import jax
 
     from conversion import codec as cc
-    from conversion import wavlm as cw
-    from experiments.bench.train_codec import CONFIG
+    from experiments.bench import train_codec as tc
     from experiments.bench.train_common import one_device_setup
     from experiments.profile.step_convs import describe, parse_convs
     from experiments.reference import codec_train as ct
-    from jaxvoc.io import checkpoint
-    from jaxvoc.train import config as config_lib
-    from jaxvoc.train.codec import CodecTask
-    from jaxvoc.train.codec_config import read_yaml
 
-    if args.small:
-        nemo_cfg, n_samples, arch = ct.small_config(), 6144, cc.WAVLM_SMALL
-    else:
-        nemo_cfg, n_samples, arch = ct.lfr_config_full(), ct.LFR_N_SAMPLES, cc.WAVLM_BASE_PLUS
+    nemo_cfg, n_samples, arch = tc.sizes(args.small)
     batch = ct.vocoder_batch([-1], n_samples, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         # WavLM of the config's architecture (random weights: speed does not depend on them), as the bench has it
         model = cc.build_nemo_model(nemo_cfg, seed=0, randomize=False, wavlm=arch)
-        ct.save_wavlm(model, os.path.join(tmp, "hf"))
+        cfg = tc.jax_config(model, nemo_cfg, n_samples, args.small, tmp)
         del model
-        conv = cw.convert(os.path.join(tmp, "hf"))
-        checkpoint.save(os.path.join(tmp, "wavlm"), "wavlm", conv.config, conv.params)
-        raw = config_lib.apply_overrides(read_yaml(CONFIG, "config", "give NeMo's codec YAML"), [
-            "batch_size=1", f"train_n_samples={n_samples}", f"train.wavlm={os.path.join(tmp, 'wavlm')}"], CONFIG)
-        if args.small:
-            raw["model"].update({k: nemo_cfg[k] for k in ("audio_encoder", "audio_decoder", "discriminator")})
-        cfg = config_lib.from_raw(raw, CONFIG)
-        jbatch = {"audio": batch["audio"], "audio_len": batch["audio_lens"].astype("int32")}
-        setup, b = one_device_setup(lambda c: CodecTask(c, steps_per_epoch=1000), cfg, jbatch)
+        setup, b = one_device_setup(tc.task, cfg, tc.jax_batch(batch))
         state = setup.init()
         t0 = time.perf_counter()
         compiled = setup.step.lower(state, b).compile()
@@ -104,8 +88,8 @@ def main(argv=None) -> int:
             state, m = compiled(state, b)
         jax.block_until_ready(state)
         sources = op_sources(hlo)
-        for label in ("with the discriminator update", "without"):
-            trace = os.path.join(tmp, "trace_" + label[:4])
+        for name, label in (("update", "with the discriminator update"), ("none", "without")):
+            trace = os.path.join(tmp, "trace_" + name)  # a folder each: traced_ops reads the one trace in it
             with jax.profiler.trace(trace, create_perfetto_trace=True):
                 t0 = time.perf_counter()
                 state, m = compiled(state, b)
