@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from typing import Iterator
 
 from jaxvoc.errors import UserError
@@ -54,7 +55,21 @@ def atomic_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
         os.replace(tmp, out_dir)
     finally:
         if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
+
+
+def remove_tree(path: str, settle: float = 0.5, timeout: float = 10.0) -> None:
+    """Removes the folder ``path`` for good. After a failed write, writer threads still in flight (Orbax's
+    tensorstore writes outlive the error they raised) may create files in it during or after the removal; so
+    the folder is removed again until it has stayed absent for ``settle`` seconds (at most ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        gone_at = time.monotonic()
+        while not os.path.exists(path) and time.monotonic() - gone_at < settle:
+            time.sleep(0.05)
+        if not os.path.exists(path) or time.monotonic() > deadline:
+            return
 
 
 class AllOrNothing:

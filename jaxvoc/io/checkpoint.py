@@ -8,6 +8,7 @@ failed conversion leaves no OUT_DIR behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -27,12 +28,14 @@ def _to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
 
 
-def drop_closed_loop_reports() -> None:
-    """Orbax writes through tensorstore, whose threads complete the futures of an asyncio loop. After a failed
-    write (a full disk, a file size limit) Orbax raises the error and closes that loop while other writes
-    are still in flight; each of them then reports ``RuntimeError: Event loop is closed`` (raised in asyncio's
-    ``_check_closed``) as an unraisable exception: a traceback on stderr per array, around the one-line error.
-    This drops those reports (only those: every other unraisable exception goes to the previous hook)."""
+def quiet_failed_io_reports() -> None:
+    """Orbax reads and writes through tensorstore, whose threads complete the futures of an asyncio loop. When
+    one array fails (a full disk, a file size limit, a damaged checkpoint) Orbax raises that error and closes
+    its loop while the other arrays are still in flight. Those then report, around jaxvoc's one-line error:
+    each ``RuntimeError: Event loop is closed`` (raised in asyncio's ``_check_closed``) as an unraisable
+    exception, and each of their own failures as asyncio's "Task/Future exception was never retrieved" log
+    record. This drops exactly those reports (installed once per process, before Orbax runs: they arrive
+    while it fails); every other unraisable exception and log record goes on as before."""
     previous = sys.unraisablehook
     if getattr(previous, "jaxvoc_closed_loop", False):
         return
@@ -48,12 +51,20 @@ def drop_closed_loop_reports() -> None:
 
     hook.jaxvoc_closed_loop = True
     sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(_orphaned_orbax_task)
+
+
+def _orphaned_orbax_task(record: logging.LogRecord) -> bool:
+    """False (dropped) for asyncio's report of an Orbax/tensorstore task whose failure nobody awaited."""
+    msg = record.getMessage()
+    return not (msg.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+                and any(k in msg for k in ("orbax", "tensorstore", "OCDBT")))
 
 
 def save_params(path: str, tree: Any) -> None:
     import orbax.checkpoint as ocp
 
-    drop_closed_loop_reports()
+    quiet_failed_io_reports()
 
     kw = {}
     if jax.process_count() > 1:  # host numpy written by this process alone (training export on process 0)
@@ -70,6 +81,7 @@ def save_params(path: str, tree: Any) -> None:
 def restore_params(path: str) -> Any:
     import orbax.checkpoint as ocp
 
+    quiet_failed_io_reports()
     ckptr = ocp.StandardCheckpointer()
     meta = ckptr.metadata(os.path.abspath(path))
     tree = getattr(meta, "item_metadata", meta)

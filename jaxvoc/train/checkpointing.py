@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import jax
 
 from jaxvoc.errors import UserError, warn
+from jaxvoc.io.checkpoint import quiet_failed_io_reports
 
 LOCK_NAME = ".jaxvoc.lock"
 LOCK_REFRESH_S = 10.0
@@ -62,6 +62,7 @@ class Checkpointer:
                                                enable_async_checkpointing=async_save,
                                                cleanup_tmp_directories=True)
         self._ocp = ocp
+        quiet_failed_io_reports()  # before any save or restore: a failing one reports while it fails
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:
@@ -92,7 +93,6 @@ class Checkpointer:
         several processes they agree on every candidate (all restore it or all skip it)."""
         steps = sorted(self.all_steps(), reverse=True)
         skipped, bad = [], []
-        _quiet_closed_loop_tracebacks()  # before any attempt: a failing one reports while it fails
         for step in steps:
             iterator = data_iterator_factory()
             why = None
@@ -186,57 +186,6 @@ def latest_step(directory: str) -> int | None:
 def is_run_folder(path: str) -> bool:
     """Whether ``path`` looks like a jaxvoc training run folder (a ``checkpoints/`` folder in it)."""
     return os.path.isdir(os.path.join(path, "checkpoints"))
-
-
-class _DropClosedLoopTracebacks:
-    """A ``sys.stderr`` wrapper that drops the tracebacks ending in ``RuntimeError: Event loop is closed``:
-    after a failed Orbax restore, the reads still in flight finish on tensorstore's threads and report to
-    the closed asyncio loop of that restore (harmless, but one traceback per array)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.block: list[str] | None = None
-        self.partial = ""
-
-    def write(self, text: str) -> int:
-        self.partial += text
-        *lines, self.partial = self.partial.split("\n")
-        for line in lines:  # (several threads may print such tracebacks at once: their lines interleave)
-            if line.startswith("Traceback (most recent call last):"):
-                self.block = (self.block or []) + [line]
-            elif line.strip() == "RuntimeError: Event loop is closed":
-                starts = [i for i, x in enumerate(self.block or []) if x.startswith("Traceback")]
-                self.block = self.block[starts[1]:] if len(starts) > 1 else None
-            elif line.startswith(" ") or not line.strip():
-                if self.block is not None:
-                    self.block.append(line)
-                elif not any(k in line for k in ("base_events.py", "_check_closed", "Event loop is closed",
-                                                 "call_soon_threadsafe")):
-                    self.stream.write(line + "\n")
-            elif self.block is not None and re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line):
-                self.stream.write("\n".join(self.block + [line]) + "\n")  # another traceback: shown
-                self.block = None
-            else:  # an ordinary line (e.g. jaxvoc's own) between interleaved traceback lines
-                self.stream.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-def _quiet_closed_loop_tracebacks() -> None:
-    """Also mutes the asyncio logger: the reads of a failed restore that failed too are logged at exit as
-    'Task exception was never retrieved' (one traceback each)."""
-    import logging
-    import sys
-
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-
-    if not isinstance(sys.stderr, _DropClosedLoopTracebacks):
-        sys.stderr = _DropClosedLoopTracebacks(sys.stderr)
 
 
 def _short(e: BaseException) -> str:
