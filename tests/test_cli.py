@@ -399,6 +399,41 @@ def test_all_or_nothing_unit(tmp_path):
     assert sorted(os.listdir(out)) == ["x.txt", "y.txt"]
 
 
+def test_atomic_dir_outlasts_writers_still_in_flight(tmp_path):
+    """atomic_dir after a failure while another thread still writes into its temporary folder (as Orbax's
+    tensorstore writes do after the error they raised; they recreated the folder after a single removal): the
+    folder is gone when the block is left, and stays gone."""
+    import threading
+    import time
+
+    from jaxvoc.io.atomic import atomic_dir
+
+    stop = threading.Event()
+
+    def late_writer(folder: str) -> None:  # what a write still in flight does: makes its path and writes
+        end = time.monotonic() + 0.3
+        i = 0
+        while time.monotonic() < end and not stop.is_set():
+            sub = os.path.join(folder, "ocdbt.process_0", "d")
+            try:
+                os.makedirs(sub, exist_ok=True)
+                open(os.path.join(sub, f"chunk{i}"), "w").write("x" * 100)
+            except OSError:
+                pass
+            i += 1
+
+    threads = []
+    with pytest.raises(RuntimeError):
+        with atomic_dir(str(tmp_path / "ckpt")) as tmp:
+            threads.append(threading.Thread(target=late_writer, args=(tmp,)))
+            threads[0].start()
+            raise RuntimeError("write failed half-way")
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+    stop.set()
+    threads[0].join()
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+
+
 def test_compare_report_below_a_file_fails_before_running(official_dir, tmp_path):
     (tmp_path / "afile").write_text("x")
     proc = run_cli("compare", "bigvgan", official_dir, "--report", tmp_path / "afile" / "r.json")
