@@ -103,8 +103,8 @@ def _storage_error(e: BaseException) -> OSError | None:
     code = int(m.group(1))
     path = re.search(r'(?:Failed writing|Error writing local file|Error opening local file): "([^"]+)"', str(e))
     where = None
-    if path:  # name the folder the output goes to, not Orbax's temporaries inside jaxvoc's own temporary
-        where = re.sub(r"/\.tmp-[^/]*(/.*)?$", "", os.path.dirname(path.group(1)))
+    if path:  # name the folder the output goes to, not the temporaries (jaxvoc's own, Orbax's) it was written in
+        where = re.sub(r"/(\.tmp-[^/]*|[^/]*\.orbax-checkpoint-tmp)(/.*)?$", "", os.path.dirname(path.group(1)))
     return OSError(code, os.strerror(code), where)
 
 

@@ -6,7 +6,9 @@
   warning line naming the skipped step, moves it to damaged_checkpoints/, and ends bitwise where the
   undamaged run ended;
 * a checkpoint whose stored (resolved) config differs from the training config is refused, naming the keys;
-* every checkpoint damaged: one line, never a silent start from scratch."""
+* every checkpoint damaged: one line, never a silent start from scratch;
+* a checkpoint write that fails (a file size limit, as a full disk): one line naming the checkpoints folder,
+  no unfinished checkpoint folder left."""
 
 from __future__ import annotations
 
@@ -108,6 +110,24 @@ def test_lock_damaged_checkpoint_and_config_mismatch(tmp_path):
     line = assert_user_error(train_cli(cfg, "--resume"), "no usable checkpoint", "step 4 (", "step 2 (")
     print(line)
     assert not os.path.exists(lock)
+
+
+def test_checkpoint_write_failure_is_one_line(tmp_path):
+    """`jaxvoc train` whose first checkpoint write fails half-way (ulimit -f 59: EFBIG after some arrays are
+    written, as a full disk would): exit 2 with one line naming the checkpoints folder, nothing else on stderr
+    (Orbax's background threads logged the failure with tracebacks, 4 of them), and no unfinished
+    `<step>.orbax-checkpoint-tmp` folder left behind."""
+    wavs = write_wavs(tmp_path / "wavs")
+    run = str(tmp_path / "run")
+    cfg = write_config(tmp_path / "c.json", wavs, run, training_steps=4)
+    limit = 'trap "" XFSZ; ulimit -f 59; exec "$@"'  # SIGXFSZ ignored: a write past the limit fails with EFBIG
+    proc = subprocess.run(["bash", "-c", limit, "bash", *_cmd(cfg)], capture_output=True, text=True, cwd=REPO,
+                          env=cli_env(), timeout=600)
+    line = assert_user_error(proc, "file too large", "ulimit", os.path.join(run, "checkpoints") + ";")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    left = [os.path.join(d, n) for d, dirs, _ in os.walk(run) for n in dirs if "tmp" in n]
+    assert left == [], left
+    print(line)
 
 
 def test_failed_io_report_filter():

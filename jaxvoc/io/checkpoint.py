@@ -34,7 +34,8 @@ def quiet_failed_io_reports() -> None:
     its loop while the other arrays are still in flight. Those then report, around jaxvoc's one-line error:
     each ``RuntimeError: Event loop is closed`` (raised in asyncio's ``_check_closed``) as an unraisable
     exception, and each of their own failures as asyncio's "Task/Future exception was never retrieved" log
-    record. This drops exactly those reports (installed once per process, before Orbax runs: they arrive
+    record; and Orbax's background threads log the failure itself with a traceback (absl) before it reaches
+    the caller. This drops exactly those reports (installed once per process, before Orbax runs: they arrive
     while it fails); every other unraisable exception and log record goes on as before."""
     previous = sys.unraisablehook
     if getattr(previous, "jaxvoc_closed_loop", False):
@@ -52,6 +53,15 @@ def quiet_failed_io_reports() -> None:
     hook.jaxvoc_closed_loop = True
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(_orphaned_orbax_task)
+    logging.getLogger("absl").addFilter(_orbax_storage_failure)
+
+
+def _orbax_storage_failure(record: logging.LogRecord) -> bool:
+    """False (dropped) for Orbax's own logged traceback of a write or read that failed in the operating system
+    (tensorstore's ``os_error_code``: a full disk, a file size limit): its background threads log it before the
+    same error reaches the caller, which reports it (``jaxvoc.cli``: one line)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not ("orbax" in record.pathname and exc is not None and "os_error_code=" in str(exc))
 
 
 def _orphaned_orbax_task(record: logging.LogRecord) -> bool:

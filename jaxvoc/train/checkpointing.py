@@ -25,6 +25,7 @@ checkpoints are kept.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -36,6 +37,7 @@ from typing import Any
 import jax
 
 from jaxvoc.errors import UserError, warn
+from jaxvoc.io.atomic import remove_tree
 from jaxvoc.io.checkpoint import quiet_failed_io_reports
 
 LOCK_NAME = ".jaxvoc.lock"
@@ -78,7 +80,22 @@ class Checkpointer:
         args = {"state": ocp.args.StandardSave(saved_part(state)), "meta": ocp.args.JsonSave(meta)}
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-        return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
+        with self._unfinished_discarded():  # (this save, or the previous one still running, may fail here)
+            return self.manager.save(step, args=ocp.args.Composite(**args), force=True)
+
+    @contextlib.contextmanager
+    def _unfinished_discarded(self):
+        """On a failed save (a full disk, a file size limit), the step's unfinished Orbax folders
+        (``<step>.orbax-checkpoint-tmp``) are removed before the error goes on (process 0; the others wait for
+        nothing: the error ends the run), so that a failed run leaves only whole checkpoints."""
+        try:
+            yield
+        except BaseException:
+            if jax.process_index() == 0:
+                for name in os.listdir(self.directory) if os.path.isdir(self.directory) else ():
+                    if name.endswith(".orbax-checkpoint-tmp"):
+                        remove_tree(os.path.join(self.directory, name))
+            raise
 
     def read_meta(self, step: int) -> dict:
         ocp = self._ocp
@@ -161,10 +178,11 @@ class Checkpointer:
         return out["state"], dict(out["meta"] or {})
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._unfinished_discarded():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
 
 
