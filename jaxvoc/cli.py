@@ -94,20 +94,6 @@ def _os_error_line(e: OSError) -> str:
     return f"{what}: {where}; {fix}" if where else f"{what}; {fix}"
 
 
-def _storage_error(e: BaseException) -> OSError | None:
-    """The OSError inside a tensorstore (Orbax) error, which arrives as a ValueError whose text carries
-    ``os_error_code='28'`` (a full disk while saving a checkpoint) and the path, or None."""
-    m = re.search(r"os_error_code='(\d+)'", str(e))
-    if m is None:
-        return None
-    code = int(m.group(1))
-    path = re.search(r'(?:Failed writing|Error writing local file|Error opening local file): "([^"]+)"', str(e))
-    where = None
-    if path:  # name the folder the output goes to, not the temporaries (jaxvoc's own, Orbax's) it was written in
-        where = re.sub(r"/(\.tmp-[^/]*|[^/]*\.orbax-checkpoint-tmp)(/.*)?$", "", os.path.dirname(path.group(1)))
-    return OSError(code, os.strerror(code), where)
-
-
 def _resource_exhausted(e: BaseException) -> bool:
     """XLA's out-of-memory (an XlaRuntimeError / JaxRuntimeError, or a RuntimeError wrapping it)."""
     return isinstance(e, RuntimeError) and "RESOURCE_EXHAUSTED" in str(e)
@@ -133,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         print("jaxvoc: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        storage = _storage_error(e)
+        from jaxvoc.io.checkpoint import storage_error  # (jax: imported only when an error needs it)
+
+        storage = storage_error(e)
         if storage is not None:
             print(f"jaxvoc: error: {_os_error_line(storage)}", file=sys.stderr)
             return 2

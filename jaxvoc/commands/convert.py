@@ -43,11 +43,6 @@ def run(args) -> int:
 
     t0 = time.time()
     config, params, extra = convert_with(args.kind, args.src, **({"config": args.config} if args.config else {}))
-    import logging
-
-    # Orbax logs a failed write (e.g. a full disk) with its traceback at ERROR level on its own thread and then
-    # raises it here; the CLI prints that error as one line, so its log is left out
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
     checkpoint.save(args.out_dir, args.kind, config, params, extra=extra, overwrite=args.overwrite)
     n = count_params(params)
     print(f"converted {args.kind} {args.src} -> {args.out_dir}: {n / 1e6:.2f} M parameters"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -56,12 +57,27 @@ def quiet_failed_io_reports() -> None:
     logging.getLogger("absl").addFilter(_orbax_storage_failure)
 
 
+def storage_error(e: BaseException) -> OSError | None:
+    """The OSError inside a tensorstore (Orbax) error, which arrives as a ValueError whose text carries
+    ``os_error_code='28'`` (a full disk while saving a checkpoint) and the path, or None. Its path is the folder
+    the output goes to, not the temporaries (jaxvoc's own, Orbax's) it was written in."""
+    m = re.search(r"os_error_code='(\d+)'", str(e))
+    if m is None:
+        return None
+    code = int(m.group(1))
+    path = re.search(r'(?:Failed writing|Error writing local file|Error opening local file): "([^"]+)"', str(e))
+    where = None
+    if path:
+        where = re.sub(r"/(\.tmp-[^/]*|[^/]*\.orbax-checkpoint-tmp)(/.*)?$", "", os.path.dirname(path.group(1)))
+    return OSError(code, os.strerror(code), where)
+
+
 def _orbax_storage_failure(record: logging.LogRecord) -> bool:
     """False (dropped) for Orbax's own logged traceback of a write or read that failed in the operating system
-    (tensorstore's ``os_error_code``: a full disk, a file size limit): its background threads log it before the
-    same error reaches the caller, which reports it (``jaxvoc.cli``: one line)."""
+    (:func:`storage_error`: a full disk, a file size limit): its background threads log it before the same
+    error reaches the caller, which reports it (``jaxvoc.cli``: one line)."""
     exc = record.exc_info[1] if record.exc_info else None
-    return not ("orbax" in record.pathname and exc is not None and "os_error_code=" in str(exc))
+    return not ("orbax" in record.pathname and exc is not None and storage_error(exc) is not None)
 
 
 def _orphaned_orbax_task(record: logging.LogRecord) -> bool:

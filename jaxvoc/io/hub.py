@@ -401,14 +401,11 @@ def _needs_conversion(snap: Snapshot, kind: str) -> Iterator[None]:
 
 
 def _convert_into(path: str, kind: str, snap: Snapshot, files: dict[str, dict], source: dict) -> None:
-    import logging
-
     from jaxvoc.io import checkpoint as ck
     from jaxvoc.registry import convert_with
 
     with source_path(kind, snap, files) as src, _needs_conversion(snap, kind):
         config, params, extra = convert_with(kind, src)
-    logging.getLogger("absl").setLevel(logging.CRITICAL)  # Orbax's own traceback of a failed write: see convert
     try:
         ck.save(path, kind, config, params, extra=extra, overwrite=True, source=source)
     except OSError as e:
