@@ -159,6 +159,19 @@ ClosedLoop(); OtherError()
 log = logging.getLogger("asyncio")
 log.error("Task exception was never retrieved\\nfuture: <Task coro=<NumpyHandler._open_and_write() at orbax/x.py>>")
 log.error("Task exception was never retrieved\\nfuture: <Task coro=<mine()>>")
+
+async def fails(words):
+    raise ValueError(words)
+
+async def orphan_gathers():  # asyncio itself reports each at collection: '_GatheringFuture exception ...'
+    a = asyncio.gather(fails('Error writing "w/0" in OCDBT database: File too large'))
+    b = asyncio.gather(fails("my own failure"))
+    await asyncio.sleep(0.01)
+
+loop = asyncio.new_event_loop()
+loop.run_until_complete(orphan_gathers())
+loop.close()
+import gc; gc.collect()
 print("end", file=sys.stderr)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -167,3 +180,5 @@ print("end", file=sys.stderr)
     assert "_check_closed" not in err and "orbax" not in err, err
     assert err.count("Event loop is closed") == 1 and "OtherError.__del__" in err, err
     assert "coro=<mine()>" in err and err.rstrip().endswith("end"), err
+    assert "OCDBT" not in err and err.count("_GatheringFuture exception was never retrieved") == 1, err
+    assert "my own failure" in err, err

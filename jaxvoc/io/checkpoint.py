@@ -34,9 +34,9 @@ def quiet_failed_io_reports() -> None:
     one array fails (a full disk, a file size limit, a damaged checkpoint) Orbax raises that error and closes
     its loop while the other arrays are still in flight. Those then report, around jaxvoc's one-line error:
     each ``RuntimeError: Event loop is closed`` (raised in asyncio's ``_check_closed``) as an unraisable
-    exception, and each of their own failures as asyncio's "Task/Future exception was never retrieved" log
-    record; and Orbax's background threads log the failure itself with a traceback (absl) before it reaches
-    the caller. This drops exactly those reports (installed once per process, before Orbax runs: they arrive
+    exception, and each of their own failures as asyncio's "<Task|Future|_GatheringFuture> exception was never
+    retrieved" log record; and Orbax's background threads log the failure itself with a traceback (absl) before
+    it reaches the caller. This drops exactly those reports (installed once per process, before Orbax runs: they arrive
     while it fails); every other unraisable exception and log record goes on as before."""
     previous = sys.unraisablehook
     if getattr(previous, "jaxvoc_closed_loop", False):
@@ -82,8 +82,8 @@ def _orbax_storage_failure(record: logging.LogRecord) -> bool:
 
 def _orphaned_orbax_task(record: logging.LogRecord) -> bool:
     """False (dropped) for asyncio's report of an Orbax/tensorstore task whose failure nobody awaited."""
-    msg = record.getMessage()
-    return not (msg.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+    msg = record.getMessage()  # asyncio names the class: Task, Future, _GatheringFuture, ...
+    return not (re.match(r"\w+ exception was never retrieved", msg) is not None
                 and any(k in msg for k in ("orbax", "tensorstore", "OCDBT")))
 
 
