@@ -159,6 +159,7 @@ ClosedLoop(); OtherError()
 log = logging.getLogger("asyncio")
 log.error("Task exception was never retrieved\\nfuture: <Task coro=<NumpyHandler._open_and_write() at orbax/x.py>>")
 log.error("Task exception was never retrieved\\nfuture: <Task coro=<mine()>>")
+log.error("Task was destroyed but it is pending!\\ntask: <Task pending coro=<async_save() at orbax/y.py>>")
 
 async def fails(words):
     raise ValueError(words)

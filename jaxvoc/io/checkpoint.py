@@ -81,10 +81,11 @@ def _orbax_storage_failure(record: logging.LogRecord) -> bool:
 
 
 def _orphaned_orbax_task(record: logging.LogRecord) -> bool:
-    """False (dropped) for asyncio's report of an Orbax/tensorstore task whose failure nobody awaited."""
+    """False (dropped) for asyncio's report of an Orbax/tensorstore task whose failure nobody awaited, or that
+    its closed loop left pending."""
     msg = record.getMessage()  # asyncio names the class: Task, Future, _GatheringFuture, ...
-    return not (re.match(r"\w+ exception was never retrieved", msg) is not None
-                and any(k in msg for k in ("orbax", "tensorstore", "OCDBT")))
+    return not (re.match(r"\w+ exception was never retrieved|Task was destroyed but it is pending", msg)
+                is not None and any(k in msg for k in ("orbax", "tensorstore", "OCDBT")))
 
 
 def save_params(path: str, tree: Any) -> None:
