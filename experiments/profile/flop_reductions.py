@@ -6,7 +6,7 @@ output is compared with a float64 reference next to the official float32 output'
 reference.
 
     python -m experiments.profile.flop_reductions [--which waveglow-cond|winograd|all] [--rounds N]
-        [--frames 32 128] [--stages 0 1 2 3 4 5] [--forms split|blocked] [--json FILE]
+        [--frames 32 128] [--config NAME|codec] [--stages 0 1 2 ...] [--forms split|blocked] [--json FILE]
     python -m experiments.profile.flop_reductions --table docs/results/flop_reductions.json
 
 waveglow-cond: WaveGlow's mel up-sampler (ConvTranspose1d 80 -> 80, kernel 1024, stride 256, cropped to
@@ -24,7 +24,8 @@ The reference is the official modules (``waveglow.glow``: ``upsample``, crop, un
 in float64; the official float32 run is measured against it too.
 
 winograd: BigVGAN v2 24 kHz's AMP-block convolutions (kernels 3, 7, 11; dilations 1, 3, 5; 768 ... 24
-channels at the lengths a ``--frames`` mel gives each stage) in Winograd minimal-filtering form F(m, r):
+channels at the lengths a ``--frames`` mel gives each stage; ``--config codec``: the LFR codec's residual
+convolutions at ``--frames`` codec frames instead, ``codec_convs``) in Winograd minimal-filtering form F(m, r):
 input transform -> one batched matrix product over the m + r - 1 transform points -> output transform,
 m outputs per tile for m + r - 1 products instead of m * r. Long kernels are cut into chunks of r taps
 (F(m, r)xc, zero taps appended): when m divides r, chunk c reads the tile c r / m blocks on (one input
@@ -301,14 +302,17 @@ def run_winograd(args) -> dict:
     check = check_winograd(FORM_SETS[args.forms])
     print(f"winograd: {len(check)} forms x dilations x lengths match lax.conv_general_dilated "
           f"(min {min(c['snr_vs_lax_db'] for c in check):.1f} dB), {time.time() - t0:.0f} s", flush=True)
-    convs = [c for c in generator_convs(args.config, args.frames) if c["where"].startswith("resblocks")]
+    if args.config == "codec":
+        convs = codec_convs(args.frames)
+    else:
+        convs = [c for c in generator_convs(args.config, args.frames) if c["where"].startswith("resblocks")]
     layers, seen = [], set()
     for c in convs:
         stage = int(c["where"].split("stage ")[1].rstrip(")"))
         key = (c["c_in"], c["length"], c["kernel"], c["dilation"])
         if stage in args.stages and key not in seen:
             seen.add(key)
-            layers.append(dict(c, stage=stage, count=4 if c["dilation"] == 1 else 1))
+            layers.append(dict(c, stage=stage, count=c.get("count", 4 if c["dilation"] == 1 else 1)))
     rng = np.random.default_rng(1)
     results = []
     for c in layers:
@@ -345,6 +349,37 @@ def run_winograd(args) -> dict:
                   f"{row['snr64'][n]:.1f} dB{'' if passes_f64_rule(row['snr64'][n], r64) else ' FAILS'}"
                   for n, v in row["forms"].items()), flush=True)
     return {"check": check, "layers": results, "totals": winograd_totals(results)}
+
+
+def codec_convs(frames: int) -> list[dict]:
+    """The residual convolutions of the Low Frame-rate codec (NeMo's published LFR config, as
+    ``conversion.codec`` builds it) on ``frames`` codec frames, in ``generator_convs``' form: the encoder's
+    HiFi-GAN residual layers as stages 0-4 (48 ... 768 channels, before each down-sampling), the decoder's as
+    stages 5-9 (512 ... 32 channels, after each up-sampling). NeMo's ResidualBlock runs its input conv at
+    dilation d and its skip conv at dilation 1, so per kernel the dilation-1 shape runs 1 + len(dilations)
+    times (``count``; the LFR config has dilations [1]: twice). The model pads by reflection, these layers by
+    zeros: the same arithmetic per output sample."""
+    from conversion import codec as cc
+    from jaxvoc.models.codec import CodecConfig
+
+    c = CodecConfig.from_dict(cc.variant_config())
+    e, dc = c.encoder, c.decoder
+
+    def count(part, d: int) -> int:
+        return 1 + len(part.resblock_dilation_sizes) if d == 1 else 1
+    convs, length, ch = [], frames * int(np.prod(e.down_sample_rates)), e.base_channels
+    for i, r in enumerate(e.down_sample_rates):
+        convs += [dict(c_in=ch, c_out=ch, kernel=k, dilation=d, length=length, count=count(e, d),
+                       where=f"encoder res_layers_{i} (stage {i})")
+                  for k in e.resblock_kernel_sizes for d in e.resblock_dilation_sizes]
+        length, ch = length // r, ch * 2
+    length, ch = frames, dc.base_channels
+    for i, r in enumerate(dc.up_sample_rates):
+        length, ch = length * r, ch // 2
+        convs += [dict(c_in=ch, c_out=ch, kernel=k, dilation=d, length=length, count=count(dc, d),
+                       where=f"decoder res_layers_{i} (stage {len(e.down_sample_rates) + i})")
+                  for k in dc.resblock_kernel_sizes for d in dc.resblock_dilation_sizes]
+    return convs
 
 
 def winograd_totals(rows: list[dict]) -> dict:
@@ -553,9 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per comparison")
     p.add_argument("--frames", type=int, nargs="+", default=None,
                    help="mel frames (waveglow-cond default: 32 128, the bench sizes; winograd: its first, 128)")
-    p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official BigVGAN config (winograd)")
+    p.add_argument("--config", default="bigvgan_v2_24khz_100band_256x", help="official BigVGAN config, or "
+                   "'codec': the LFR codec's residual convolutions (encoder stages 0-4, decoder 5-9; --frames "
+                   "codec frames, e.g. 86 = the codec benchmark's 4 s) (winograd)")
     p.add_argument("--forms", default="split", choices=list(FORM_SETS), help="Winograd candidates (FORM_SETS)")
-    p.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5], help="BigVGAN stages (winograd)")
+    p.add_argument("--stages", type=int, nargs="+", default=list(range(10)), help="stages (winograd; BigVGAN "
+                   "has 0-5 or 0-3, the codec 0-9)")
     p.add_argument("--table", metavar="JSON", help="print the Winograd table of every run in JSON and exit")
     p.add_argument("--json", help="write the results here: {\"runs\": [this run's report]}, appended to the runs "
                    "the file holds already")
@@ -587,7 +625,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.frames = (args.frames or [128])[0]
         report["winograd"] = dict(frames=a.frames, config=args.config, forms=args.forms, **run_winograd(a))
         t = report["winograd"]["totals"]
-        print(f"winograd totals (AMP convs of the stages run, each shape x its count): xla {t['xla_s']:.3f} s; "
+        print(f"winograd totals (the residual-block convs of the stages run, each shape x its count): "
+              f"xla {t['xla_s']:.3f} s; "
               f"best passing form per layer {t['best_passing_s']:.3f} s (x{t['xla_over_best_passing']:.2f}); "
               f"best any form {t['best_any_s']:.3f} s (x{t['xla_over_best_any']:.2f})", flush=True)
         print("\n".join(winograd_table(report["winograd"]["layers"])), flush=True)
