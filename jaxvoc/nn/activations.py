@@ -238,6 +238,7 @@ def upsample_phases(x: Array, ratio: int = 2, kernel_size: int = 12,
     pad_left = pad * r + (k - r) // 2
     L = x.shape[1]
     xp = pad_time(hold_past(x, ends, k), pad, pad, "replicate")  # plain jnp ops: autodiff handles the fill
+    xp = jax.lax.optimization_barrier(xp)  # materialised once: see downsample_phases
     phases = []
     for j in range(r):
         a = j + pad_left
@@ -269,6 +270,13 @@ def downsample_phases(phases: Sequence[Array], ratio: int = 2, kernel_size: int 
     last = phases[-1][:, -1:]
     ext = [jnp.concatenate([jnp.repeat(first, ext_l, axis=1), p, jnp.repeat(last, ext_r, axis=1)], axis=1)
            for p in phases]
+    # Materialised once each (and the padded input of upsample_phases): left to itself, XLA's CPU backend
+    # fuses the padding's concatenations into their readers, so the up-sampling FIR and Snake's sine are
+    # computed in several fusions, one per phase and side of the padding. With the barriers an anti-aliased
+    # activation ran 1.8-2.3x faster alone at every AMP stage's shape, the full-size generators 1.11x (v2)
+    # and 1.24x (base), the same output to float32 rounding (experiments/profile/activation_barrier.py;
+    # docs/bigvgan.md, "Anti-aliased activations: what XLA recomputed").
+    ext = list(jax.lax.optimization_barrier(tuple(ext)))
     # z[s] += taps[i] * y[s*r + b], b = i - pad_left
     terms = tuple(((i - pad_left) % r, ext_l + (i - pad_left) // r, float(taps[i])) for i in range(k))
     return _fir(tuple(ext), terms, L)
