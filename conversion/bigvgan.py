@@ -357,6 +357,23 @@ def randomize_(model, seed: int, scale: float = 1.0) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.01)
 
 
+def random_official(config: dict, seed: int = 0, use_cuda_kernel: bool = False):
+    """The official generator of ``config`` with random weights (:func:`official_model` from ``seed``, then
+    :func:`randomize_`) and what jaxvoc converts it to, as the benchmarks and profiles pair them: (model,
+    BigVGANConfig carrying the model's filter taps, weight-normed params). The model keeps weight norm."""
+    model = official_model(config, seed=seed, use_cuda_kernel=use_cuda_kernel)
+    randomize_(model, seed)
+    sd = model.state_dict()
+    cfg = BigVGANConfig.from_dict(config)
+    return model, with_checkpoint_taps(cfg, sd, "official model"), convert_state_dict(sd, cfg, "official model")
+
+
+def remove_weight_norm_(model) -> None:
+    """The official model's ``remove_weight_norm()``, without the line it prints."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.remove_weight_norm()
+
+
 def write_official_folder(out_dir: str, config: dict, seed: int = 0, parametrizations: bool = False) -> str:
     """Builds a stand-in model folder in the published layout (config.json + bigvgan_generator.pt with
     ``{'generator': state_dict}``) from the official package with random weights. ``parametrizations=True``
@@ -525,8 +542,7 @@ def compare(args) -> dict:
     audio = load_audio(args.input or BUNDLED_SPEECH, cfg.sampling_rate)
     mel = official_mel(audio, config)  # the official front-end feeds both models
     model = official_model(config, sd)
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Removing weight norm..."
-        model.remove_weight_norm()
+    remove_weight_norm_(model)
     model = model.to(tdev)
     mel_t = mel.to(tdev)
     with jax.default_device(jdev):

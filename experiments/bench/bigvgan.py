@@ -17,8 +17,6 @@ output against the official one is printed either way. Weights are random (the o
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 
 import numpy as np
 
@@ -46,18 +44,12 @@ def main(argv: list[str]) -> int:
     from conversion import bigvgan as cb
     from conversion import report as rp
     from experiments.bench.train_bigvgan import official_config
-    from jaxvoc.models.bigvgan import BigVGANConfig, Pretrained
+    from jaxvoc.models.bigvgan import Pretrained
 
     tdev, jdev = rp.setup_device(args.device)
     config = official_config(args.config, args.small)
-    model = cb.official_model(config, seed=0, use_cuda_kernel=args.cuda_kernel)
-    cb.randomize_(model, 0)
-    sd = model.state_dict()
-    cfg = BigVGANConfig.from_dict(config)
-    params = cb.convert_state_dict(sd, cfg, "official model")
-    cfg = cb.with_checkpoint_taps(cfg, sd, "official model")
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.remove_weight_norm()
+    model, cfg, params = cb.random_official(config, use_cuda_kernel=args.cuda_kernel)
+    cb.remove_weight_norm_(model)
     model = model.to(tdev)
     rng = np.random.default_rng(0)
     mel = rng.normal(-5.0, 2.0, (args.batch, cfg.num_mels, args.frames)).astype(np.float32)

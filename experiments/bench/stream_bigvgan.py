@@ -32,12 +32,8 @@ def main(argv: list[str]) -> int:
     config = BigVGANConfig.official(args.config).to_dict()
     if args.width:
         config["upsample_initial_channel"] = args.width
-    model = cb.official_model(config, seed=0)
-    cb.randomize_(model, 0)
-    sd = model.state_dict()
-    cfg = BigVGANConfig.from_dict(config)
-    params = cb.convert_state_dict(sd, cfg, "official model")
-    jmodel = Pretrained(cb.with_checkpoint_taps(cfg, sd, "official model"), params)
+    _, cfg, params = cb.random_official(config)
+    jmodel = Pretrained(cfg, params)
     frames = int(args.seconds * cfg.sampling_rate / cfg.hop_size)
     mel = np.random.default_rng(0).normal(-5.0, 2.0, (frames, cfg.num_mels)).astype(np.float32)
     window = args.window or windowed.default_stream_window(jmodel.receptive_field())

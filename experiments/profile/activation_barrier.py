@@ -20,12 +20,8 @@ identity, which is exactly the code before the change.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import re
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -45,81 +41,60 @@ def _compile(fn, *args, barrier: bool):
         jax.lax.optimization_barrier = keep
 
 
-def _alternate(fns: dict, rounds: int) -> dict:
-    """Each ``fns[k]()`` (blocking) once per round, the order alternated; median time per form and the
-    without/with ratio per round."""
-    for f in fns.values():
-        f()
-    times = {k: [] for k in fns}
-    for r in range(rounds):
-        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-            t = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t)
-    ratios = [a / b for a, b in zip(times["without"], times["with"])]
-    return {"without_ms": 1e3 * statistics.median(times["without"]), "with_ms": 1e3 * statistics.median(times["with"]),
-            "ratio": statistics.median(ratios), "range": (min(ratios), max(ratios))}
+def _timing(comp: dict, args: tuple, rounds: int) -> str:
+    """Both compiled forms called on ``args``, alternated in ``rounds`` rounds (flop_reductions.alternate): each
+    form's median time and the without / with ratio per round (median, range)."""
+    import jax
 
+    from experiments.profile.flop_reductions import alternate
 
-def stage_shapes(name: str, frames: int) -> list[tuple[int, int]]:
-    """(channels, length) of each AMP stage of the official config ``name`` for ``frames`` mel frames."""
-    from jaxvoc.models.bigvgan import BigVGANConfig
-
-    h = BigVGANConfig.official(name)
-    out, length = [], frames
-    for i, u in enumerate(h.upsample_rates):
-        length *= u
-        out.append((h.upsample_initial_channel // 2 ** (i + 1), length))
-    return out
+    t = alternate({k: (lambda c: lambda: jax.block_until_ready(c(*args)))(c) for k, c in comp.items()}, rounds,
+                  "without")
+    lo, hi = t["with"]["ratio_range"]
+    return (f"without {1e3 * t['without']['median_s']:7.2f} ms, with {1e3 * t['with']['median_s']:7.2f} ms, ratio "
+            f"{t['with']['ratio_median']:.2f} ({lo:.2f}-{hi:.2f})")
 
 
 def layers(frames: int, rounds: int) -> None:
-    import jax
     import jax.numpy as jnp
     import torch
     from bigvgan.activations import SnakeBeta as TSnakeBeta
     from bigvgan.alias_free_activation.torch.act import Activation1d as TActivation1d
 
     from conversion.report import snr_db
+    from experiments.bench.ceiling import generator_convs
     from jaxvoc.nn.activations import Activation1d
 
     print(f"Activation1d (SnakeBeta, log-scale) alone, [1, T, C], {rounds} rounds; ratio = without / with")
-    seen = set()
-    for name in CONFIGS:
-        for C, T in stage_shapes(name, frames):
-            if (C, T) in seen:
-                continue
-            seen.add((C, T))
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal((1, T, C)).astype(np.float32)
-            a, b = (rng.uniform(-1.0, 0.5, C).astype(np.float32) for _ in range(2))
-            params = {"params": {"act": {"alpha": jnp.asarray(a), "beta": jnp.asarray(b)}}}
-            act = Activation1d(beta=True, logscale=True)
-            xj = jnp.asarray(x)
-            fn = lambda p, x: act.apply(p, x)  # noqa: E731
-            comp = {k: _compile(fn, params, xj, barrier=k == "with") for k in ("without", "with")}
-            fusions = {k: len(re.findall(r" fusion\(", c.as_text())) for k, c in comp.items()}
-            outs = {k: np.asarray(c(params, xj)) for k, c in comp.items()}
-            t = _alternate({k: (lambda c: lambda: jax.block_until_ready(c(params, xj)))(c) for k, c in comp.items()},
-                           rounds)
-            act_t = TSnakeBeta(C, alpha_logscale=True)
-            with torch.no_grad():
-                act_t.alpha.copy_(torch.from_numpy(a))
-                act_t.beta.copy_(torch.from_numpy(b))
-            mod = TActivation1d(act_t)
-            xt = torch.from_numpy(x.transpose(0, 2, 1).copy())
-            with torch.inference_mode():
-                ref = mod(xt).numpy().transpose(0, 2, 1)
-                ref64 = mod.double()(xt.double()).numpy().transpose(0, 2, 1)
-            snr = {k: f"{snr_db(o, ref):.1f} / {snr_db(o, ref64):.1f}" for k, o in outs.items()}
-            print(f"  {name.split('_')[1]:4s} C={C:4d} T={T:6d}: fusions {fusions['without']} -> {fusions['with']}; "
-                  f"without {t['without_ms']:7.2f} ms, with {t['with_ms']:6.2f} ms, ratio {t['ratio']:.2f} "
-                  f"({t['range'][0]:.2f}-{t['range'][1]:.2f}) | SNR to official f32 / f64: without {snr['without']}, "
-                  f"with {snr['with']}; official f32 to f64 {snr_db(ref, ref64):.1f} dB", flush=True)
+    shapes = dict.fromkeys((name, c["c_in"], c["length"]) for name in CONFIGS
+                           for c in generator_convs(name, frames) if c["where"].startswith("resblocks"))
+    for name, C, T in shapes:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, T, C)).astype(np.float32)
+        a, b = (rng.uniform(-1.0, 0.5, C).astype(np.float32) for _ in range(2))
+        params = {"params": {"act": {"alpha": jnp.asarray(a), "beta": jnp.asarray(b)}}}
+        act = Activation1d(beta=True, logscale=True)
+        xj = jnp.asarray(x)
+        fn = lambda p, x: act.apply(p, x)  # noqa: E731
+        comp = {k: _compile(fn, params, xj, barrier=k == "with") for k in ("without", "with")}
+        fusions = {k: len(re.findall(r" fusion\(", c.as_text())) for k, c in comp.items()}
+        outs = {k: np.asarray(c(params, xj)) for k, c in comp.items()}
+        act_t = TSnakeBeta(C, alpha_logscale=True)
+        with torch.no_grad():
+            act_t.alpha.copy_(torch.from_numpy(a))
+            act_t.beta.copy_(torch.from_numpy(b))
+        mod = TActivation1d(act_t)
+        xt = torch.from_numpy(x.transpose(0, 2, 1).copy())
+        with torch.inference_mode():
+            ref = mod(xt).numpy().transpose(0, 2, 1)
+            ref64 = mod.double()(xt.double()).numpy().transpose(0, 2, 1)
+        snr = {k: f"{snr_db(o, ref):.1f} / {snr_db(o, ref64):.1f}" for k, o in outs.items()}
+        print(f"  {name.split('_')[1]:4s} C={C:4d} T={T:6d}: fusions {fusions['without']} -> {fusions['with']}; "
+              f"{_timing(comp, (params, xj), rounds)} | SNR to official f32 / f64: without {snr['without']}, "
+              f"with {snr['with']}; official f32 to f64 {snr_db(ref, ref64):.1f} dB", flush=True)
 
 
 def models(frames: int, rounds: int) -> None:
-    import jax
     import jax.numpy as jnp
     import torch
 
@@ -127,19 +102,14 @@ def models(frames: int, rounds: int) -> None:
     from conversion.report import snr_db
     from experiments.bench.train_bigvgan import official_config
     from jaxvoc.models.base import folded
-    from jaxvoc.models.bigvgan import BigVGAN, BigVGANConfig
+    from jaxvoc.models.bigvgan import BigVGAN
 
     print(f"full-size generators, {frames} frames, batch 1, {rounds} rounds; ratio = without / with")
     for name in CONFIGS:
         config = official_config(name, False)
-        model = cb.official_model(config, seed=0)
-        cb.randomize_(model, 0)
-        sd = model.state_dict()
-        cfg = BigVGANConfig.from_dict(config)
-        params = {"params": folded(cb.convert_state_dict(sd, cfg, "official model"))}
-        cfg = cb.with_checkpoint_taps(cfg, sd, "official model")
-        with contextlib.redirect_stdout(io.StringIO()):
-            model.remove_weight_norm()
+        model, cfg, params = cb.random_official(config)
+        params = {"params": folded(params)}
+        cb.remove_weight_norm_(model)
         mel = np.random.default_rng(0).normal(-5.0, 2.0, (1, cfg.num_mels, frames)).astype(np.float32)
         with torch.inference_mode():
             ref = model(torch.from_numpy(mel))[:, 0].numpy()
@@ -149,11 +119,8 @@ def models(frames: int, rounds: int) -> None:
         fn = lambda p, m: module.apply(p, m)  # noqa: E731
         comp = {k: _compile(fn, params, mj, barrier=k == "with") for k in ("without", "with")}
         outs = {k: np.asarray(c(params, mj)) for k, c in comp.items()}
-        t = _alternate({k: (lambda c: lambda: jax.block_until_ready(c(params, mj)))(c) for k, c in comp.items()},
-                       rounds)
         snr = {k: f"{snr_db(o, ref):.1f} / {snr_db(o, ref64):.1f}" for k, o in outs.items()}
-        print(f"  {name}: without {t['without_ms']:.1f} ms, with {t['with_ms']:.1f} ms, ratio {t['ratio']:.2f} "
-              f"({t['range'][0]:.2f}-{t['range'][1]:.2f}) | SNR to official f32 / f64: without {snr['without']}, "
+        print(f"  {name}: {_timing(comp, (params, mj), rounds)} | SNR to official f32 / f64: without {snr['without']}, "
               f"with {snr['with']}; official f32 to f64 {snr_db(ref, ref64):.1f} dB", flush=True)
 
 

@@ -11,8 +11,6 @@ whole generator adds only conv_pre, activation_post and conv_post).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 
 import numpy as np
@@ -36,14 +34,9 @@ def main(argv=None) -> int:
     from jaxvoc.nn.activations import Activation1d
     from jaxvoc.nn.conv import ConvTranspose1d, conv1d, fold_weight_norm
 
-    cfg = jb.BigVGANConfig.official(args.config)
-    model = cb.official_model(cfg.to_dict(), seed=0)
-    cb.randomize_(model, 0)
-    sd = model.state_dict()
-    cfg = cb.with_checkpoint_taps(cfg, sd, "official model")
-    params = fold_weight_norm(cb.convert_state_dict(sd, cfg, "official model"))
-    with contextlib.redirect_stdout(io.StringIO()):
-        model.remove_weight_norm()
+    model, cfg, params = cb.random_official(jb.BigVGANConfig.official(args.config).to_dict())
+    params = fold_weight_norm(params)
+    cb.remove_weight_norm_(model)
     model.eval()
     h = cfg
     n_k = len(h.resblock_kernel_sizes)
